@@ -1,0 +1,1 @@
+"""Tools: training MuSe-GNN and analysing gene embeddings."""
