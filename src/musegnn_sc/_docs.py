@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -33,7 +34,8 @@ def doc_params(**kwds: str) -> Callable[[F], F]:
     """Format ``{name}`` placeholders of a docstring with the shared fragments above."""
 
     def dec(obj: F) -> F:
-        obj.__doc__ = obj.__doc__.format_map(kwds)
+        # Fragments are written flush left: clean the docstring's indentation first, as `inspect.getdoc` would.
+        obj.__doc__ = inspect.cleandoc(obj.__doc__).format_map(kwds)
         return obj
 
     return dec

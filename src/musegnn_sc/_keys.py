@@ -66,6 +66,7 @@ class GraphKeys:
         """``adata.var``: score used to select genes (residual variance, or -log10 SPARK-X p-value, or Moran's I)."""
         return f"{self.key}_score"
 
+
 #: ``adata.uns`` keys describing a dataset (read by the graph builder and the model when not passed explicitly).
 TISSUE = "tissue"
 SPECIES = "species"

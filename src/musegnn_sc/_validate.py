@@ -36,14 +36,16 @@ def _values(X) -> np.ndarray:
     return np.asarray(X).ravel()
 
 
-def check_shape(adata: AnnData, *, what: str = "dataset", min_obs: int = 2) -> None:
-    """Reject empty datasets and datasets with too few cells for a correlation."""
+def check_shape(
+    adata: AnnData, *, what: str = "dataset", min_obs: int = 2, purpose: str = "estimate co-expression"
+) -> None:
+    """Reject empty datasets and datasets with too few cells for the computation (``purpose``)."""
     if adata.n_obs == 0 or adata.n_vars == 0:
         msg = f"The {what} is empty ({adata.n_obs} cells x {adata.n_vars} genes): nothing to compute."
         raise ValueError(msg)
     if adata.n_obs < min_obs:
         msg = (
-            f"The {what} has {adata.n_obs} cell(s); at least {min_obs} are needed to estimate co-expression. "
+            f"The {what} has {adata.n_obs} cell(s); at least {min_obs} are needed to {purpose}. "
             "Remove it from the input or merge it with a related dataset."
         )
         raise ValueError(msg)
