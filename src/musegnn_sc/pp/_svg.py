@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 from scipy import sparse
 
 from musegnn_sc._chunks import row_sums
@@ -22,9 +23,6 @@ from musegnn_sc._validate import (
 )
 from musegnn_sc.pp._sparkx import sparkx_test
 
-if TYPE_CHECKING:
-    from anndata import AnnData
-
 _METHODS = ("sparkx", "moran")
 
 
@@ -36,8 +34,6 @@ def _check_method(method: str) -> None:
 
 def _moran(X, coords: np.ndarray, obs_names: pd.Index, var_names: pd.Index, *, n_neighs: int) -> pd.DataFrame:
     """Moran's I of the log-normalised counts on a k-nearest-neighbour spatial graph, via squidpy."""
-    from anndata import AnnData
-
     with warnings.catch_warnings():
         # squidpy's import emits docstring SyntaxWarnings and deprecation notices of its dependencies.
         warnings.simplefilter("ignore")
