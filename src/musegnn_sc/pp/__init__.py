@@ -1,0 +1,14 @@
+"""Preprocessing: gene selection, CS-CORE co-expression graphs, gene activity (no torch here)."""
+
+from ._cscore import cscore
+from ._gene_activity import gene_activity
+from ._graph import build_coexpression_graph, build_coexpression_graphs
+from ._svg import spatially_variable_genes
+
+__all__ = [
+    "build_coexpression_graph",
+    "build_coexpression_graphs",
+    "cscore",
+    "gene_activity",
+    "spatially_variable_genes",
+]
