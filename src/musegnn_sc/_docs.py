@@ -19,7 +19,7 @@ layer
 
 doc_copy = """\
 copy
-    Return a copy instead of writing to ``adata``."""
+    Return a modified copy instead of writing to the object passed in."""
 
 doc_chunk_size = """\
 chunk_size

@@ -1,5 +1,6 @@
 """Simulated datasets with planted, known structure, for tests, tutorials and the demo."""
 
 from ._simulate import toy_atac_peaks, toy_mudata
+from ._toy_gdata import toy_gdata
 
-__all__ = ["toy_atac_peaks", "toy_mudata"]
+__all__ = ["toy_atac_peaks", "toy_gdata", "toy_mudata"]

@@ -3,6 +3,7 @@
 from ._cscore import cscore
 from ._gene_activity import gene_activity
 from ._graph import build_coexpression_graph, build_coexpression_graphs
+from ._orthologs import map_orthologs
 from ._svg import spatially_variable_genes
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "build_coexpression_graphs",
     "cscore",
     "gene_activity",
+    "map_orthologs",
     "spatially_variable_genes",
 ]

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numba
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 from scipy import sparse
 from scipy.linalg import blas
 
@@ -42,9 +44,7 @@ from musegnn_sc._docs import doc_adata_counts, doc_chunk_size, doc_layer, doc_pa
 from musegnn_sc._validate import check_counts, check_shape, check_unique_var_names, get_matrix, nonzero_cells
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
-
-    from anndata import AnnData
+    from collections.abc import Iterator
 
 #: Depth tables are used while they hold at most this many blocks' worth of rows (``2 x chunk_size`` distinct
 #: depths: ``T`` and ``Q`` then take as much memory as four dense blocks); beyond, the IRLS streams over the cells.

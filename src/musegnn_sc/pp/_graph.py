@@ -38,19 +38,13 @@ Selection = Literal["pearson_residuals", "sparkx", "moran"]
 #: Gene selection used for each data type when ``selection=None`` (the paper's choices).
 DEFAULT_SELECTION: dict[str, str] = {"rna": "pearson_residuals", "atac": "pearson_residuals", "spatial": "sparkx"}
 
-_doc_graph_params = """\
+_doc_n_top_genes = """\
 n_top_genes
     Number of genes per graph: the most variable by analytic Pearson residual variance for RNA and ATAC gene
     activity, the most spatially variable (SPARK-X, or Moran's I) for spatial data. If fewer genes have counts, all
-    expressed genes are used (with a warning).
-layer
-    Layer holding raw integer counts; ``None`` uses ``adata.X``. Sequencing depth is the total count per cell over
-    *all* genes of this matrix, as CS-CORE requires.
-genes
-    Use these genes (names or boolean mask over ``var_names``) instead of selecting them.
-selection
-    Gene selection method: ``'pearson_residuals'`` (RNA, ATAC), ``'sparkx'`` or ``'moran'`` (spatial, the latter with
-    :func:`squidpy.gr.spatial_autocorr`). ``None`` picks the paper's method for the data type.
+    expressed genes are used (with a warning)."""
+
+_doc_shared_params = """\
 pval_cutoff
     Genes ``j, k`` are connected when the CS-CORE p-value of their co-expression is below this cutoff (the paper's
     code: 0.005, raw p-values). Every selected gene is connected to itself (the reference keeps self-loops).
@@ -68,10 +62,6 @@ theta
     Overdispersion of the analytic Pearson residuals (scanpy's default, 100).
 spatial_key
     ``adata.obsm`` key with spatial coordinates (spatial data only).
-tissue
-    Tissue of the dataset, recorded for the model (default: ``adata.uns['tissue']`` or ``'unknown'``).
-species
-    Species of the dataset, recorded for the model (default: ``adata.uns['species']`` or ``'unknown'``).
 {chunk_size}
 {key_added}"""
 
@@ -330,7 +320,8 @@ def _dataset_label(adata: AnnData, value: str | None, key: str) -> str:
 
 @doc_params(
     adata=doc_adata_counts,
-    graph_params=_doc_graph_params.format(chunk_size=doc_chunk_size, key_added=doc_key_added),
+    n_top_genes=_doc_n_top_genes,
+    shared_params=_doc_shared_params.format(chunk_size=doc_chunk_size, key_added=doc_key_added),
     copy=doc_copy,
 )
 def build_coexpression_graph(
@@ -367,7 +358,20 @@ def build_coexpression_graph(
         Data type: ``'rna'``, ``'atac'`` (gene activity, see :func:`~musegnn_sc.pp.gene_activity`) or
         ``'spatial'``. ``None`` reads ``adata.uns['omics']``, else guesses (gene activity output is ATAC, data with
         ``obsm[spatial_key]`` is spatial, anything else RNA).
-    {graph_params}
+    {n_top_genes}
+    layer
+        Layer holding raw integer counts; ``None`` uses ``adata.X``. Sequencing depth is the total count per cell
+        over *all* genes of this matrix, as CS-CORE requires.
+    genes
+        Use these genes (names or boolean mask over ``var_names``) instead of selecting them.
+    selection
+        Gene selection method: ``'pearson_residuals'`` (RNA, ATAC), ``'sparkx'`` or ``'moran'`` (spatial, the latter
+        with :func:`squidpy.gr.spatial_autocorr`). ``None`` picks the paper's method for the data type.
+    {shared_params}
+    tissue
+        Tissue of the dataset, recorded for the model (default: ``adata.uns['tissue']`` or ``'unknown'``).
+    species
+        Species of the dataset, recorded for the model (default: ``adata.uns['species']`` or ``'unknown'``).
     {copy}
 
     Returns
@@ -465,7 +469,11 @@ def _worker(adata: AnnData, kwargs: dict, n_threads: int) -> _GraphResult:
         return _compute_graph(adata, **kwargs)
 
 
-@doc_params(graph_params=_doc_graph_params.format(chunk_size=doc_chunk_size, key_added=doc_key_added), copy=doc_copy)
+@doc_params(
+    n_top_genes=_doc_n_top_genes,
+    shared_params=_doc_shared_params.format(chunk_size=doc_chunk_size, key_added=doc_key_added),
+    copy=doc_copy,
+)
 def build_coexpression_graphs(
     mdata: MuData,
     *,
@@ -504,13 +512,17 @@ def build_coexpression_graphs(
         Data type per modality (mapping) or for all. Unspecified modalities: ``uns['omics']``, else the modality
         name's prefix (``rna_…``, ``atac_…``, ``spatial_…``), else a guess as in
         :func:`~musegnn_sc.pp.build_coexpression_graph`.
+    {n_top_genes}
+        A mapping from modality name to number sets it per modality (1000 for modalities not listed).
     layer
         Layer with raw counts, per modality (mapping) or for all; ``None`` uses ``X``.
     selection
         Gene selection method per modality (mapping) or for all; ``None`` picks the method of the data type.
-    {graph_params}
-
-    ``n_top_genes`` may also be a mapping from modality name to number (1000 for modalities not listed).
+    {shared_params}
+    tissue
+        Tissue per modality (mapping) or for all (default: each modality's ``uns['tissue']`` or ``'unknown'``).
+    species
+        Species per modality (mapping) or for all (default: each modality's ``uns['species']`` or ``'unknown'``).
     n_jobs
         Number of datasets processed in parallel (separate processes; BLAS threads are divided among them).
         ``-1`` uses every core.

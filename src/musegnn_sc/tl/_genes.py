@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from musegnn_sc._keys import EMBEDDING
-
-if TYPE_CHECKING:
-    from anndata import AnnData
 
 
 def _embedding(gdata: AnnData, use_rep: str) -> np.ndarray:
@@ -59,8 +56,6 @@ def aggregate_genes(gdata: AnnData, *, use_rep: str = EMBEDDING, normalize: bool
     ``obsm[use_rep]``, and ``obs`` columns ``n_datasets`` (number of rows averaged), ``datasets`` and ``omics``
     (``';'``-joined, when ``gdata.obs`` has them).
     """
-    from anndata import AnnData
-
     X = _embedding(gdata, use_rep)
     if normalize:
         X = _unit_rows(X)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
+from anndata import AnnData
+from mudata import MuData
 
 from musegnn_sc import _logging as logg
 from musegnn_sc._keys import EMBEDDING, GraphKeys
-
-if TYPE_CHECKING:
-    from anndata import AnnData
-    from mudata import MuData
 
 
 def train_musegnn(
