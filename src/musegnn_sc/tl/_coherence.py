@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from musegnn_sc import _logging as logg
 from musegnn_sc._genesets import as_gene_sets
 from musegnn_sc._keys import EMBEDDING
 
 from ._evaluate import roc_auc
-
-if TYPE_CHECKING:
-    from anndata import AnnData
 
 
 def gene_vectors(gdata: AnnData, *, use_rep: str = EMBEDDING, gene_key: str = "gene") -> pd.DataFrame:

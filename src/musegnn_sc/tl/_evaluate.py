@@ -8,19 +8,16 @@ are reimplemented here (scib needs a compiled extension, scib-metrics pulls JAX)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
+from mudata import MuData
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from musegnn_sc import _logging as logg
 from musegnn_sc._keys import EMBEDDING, GraphKeys
-
-if TYPE_CHECKING:
-    from anndata import AnnData
-    from mudata import MuData
 
 #: Metric names, in the paper's order. All are "higher is better" and lie in [0, 1].
 METRICS = ("AUC", "ASW", "GC", "iLISI", "CGR", "NO")

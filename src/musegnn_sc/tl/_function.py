@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
+from mudata import MuData
 
 from musegnn_sc import _logging as logg
 from musegnn_sc._keys import EMBEDDING
 
 from ._coherence import gene_vectors
-
-if TYPE_CHECKING:
-    from anndata import AnnData
-    from mudata import MuData
 
 
 def _as_labels(labels, universe: pd.Index) -> pd.Series:
@@ -94,7 +91,7 @@ def _cv_knn(X: np.ndarray, y: np.ndarray, folds: list, k: int) -> dict[str, floa
 
 def predict_gene_function(
     gdata: AnnData,
-    labels,
+    labels: pd.Series | Mapping[str, str] | Collection[str] | str | os.PathLike,
     *,
     mdata: MuData | None = None,
     k: int = 10,
