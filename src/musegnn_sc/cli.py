@@ -16,11 +16,14 @@ from pathlib import Path
 
 def _write_h5mu_atomic(mdata, path: Path) -> None:
     """Write next to the target, then rename: an interrupted write never leaves a truncated file behind."""
+    import mudata
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".h5mu.tmp", dir=path.parent)
     os.close(fd)
     try:
-        mdata.write(tmp)
+        with mudata.set_options(pull_on_update=False):
+            mdata.write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -88,7 +91,8 @@ def _demo(args) -> int:
     msg.tl.gene_modules(gdata, resolution=args.resolution, random_state=args.seed)
     summary = gdata.uns["leiden"]["summary"]
     print(f"\nGene modules (msg.tl.gene_modules): {gdata.obs['leiden'].nunique()} Leiden modules")
-    print(summary.head(12).to_string())
+    cols = ["n_genes", "n_unique_genes", "n_dataset", "top_dataset", "n_omics", "top_omics", "shared_omics"]
+    print(summary[[c for c in cols if c in summary.columns]].head(12).to_string())
     truth = mdata.uns["toy_truth"]["genes"]
     planted = truth.assign(human_gene=truth["human_gene"].astype(str)).drop_duplicates("human_gene")
     planted = planted.set_index("human_gene")["module"].astype(str)
