@@ -25,6 +25,12 @@ doc_chunk_size = """\
 chunk_size
     Number of cells processed at a time. Memory grows with ``chunk_size x n_genes``; results do not depend on it."""
 
+doc_show_save = """\
+show
+    Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
+save
+    Path to save the figure to (format from the extension)."""
+
 doc_key_added = """\
 key_added
     Prefix of every key written (``varp['{key_added}_connectivities']`` and so on)."""

@@ -9,6 +9,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from scipy import sparse
 
+from musegnn_sc._docs import doc_params, doc_show_save
 from musegnn_sc._keys import COEXPRESSION, GraphKeys
 
 from ._utils import finish, get_ax
@@ -59,6 +60,7 @@ def ego_graph(
     return genes[idx].tolist(), adj, corr
 
 
+@doc_params(show_save=doc_show_save)
 def coexpression(
     adata: AnnData,
     gene: str,
@@ -93,10 +95,7 @@ def coexpression(
         Size of a new figure (when ``ax`` is ``None``).
     ax
         Axes to draw in; a new figure if ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        Path to save the figure to (format from the extension).
+    {show_save}
 
     Returns
     -------

@@ -10,12 +10,15 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
+from musegnn_sc._docs import doc_params, doc_show_save
+
 from ._utils import finish
 
 #: Highlighted rows are labelled only up to this many (beyond it, labels hide the picture).
 MAX_LABELS = 30
 
 
+@doc_params(show_save=doc_show_save)
 def embedding(
     gdata: AnnData,
     color: str | Sequence[str] | None = None,
@@ -69,10 +72,7 @@ def embedding(
         Legend of categories: ``'right margin'``, ``'on data'`` (labels at the category medians) or ``'none'``.
     ax
         Axes to draw in (one colour only); a new figure if ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        Path to save the figure to (format from the extension).
+    {show_save}
 
     Returns
     -------

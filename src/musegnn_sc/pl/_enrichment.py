@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
+from musegnn_sc._docs import doc_params, doc_show_save
+
 from ._utils import finish, get_ax
 
 _REQUIRED = ("module", "term", "gene_ratio", "fdr", "n_overlap")
@@ -30,6 +32,7 @@ def top_terms(
     return res.sort_values(["pval", "term"]).groupby("module", observed=True, sort=False).head(n_top)
 
 
+@doc_params(show_save=doc_show_save)
 def enrichment(
     results: pd.DataFrame,
     *,
@@ -66,10 +69,7 @@ def enrichment(
         Size of a new figure; chosen from the number of terms and modules if ``None``.
     ax
         Axes to draw in; a new figure if ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        Path to save the figure to (format from the extension).
+    {show_save}
 
     Returns
     -------

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
+from musegnn_sc._docs import doc_params, doc_show_save
+
 from ._utils import finish, get_ax
 
 
@@ -48,6 +50,7 @@ def history_frame(model_or_gdata: Any) -> pd.DataFrame:
     return hist
 
 
+@doc_params(show_save=doc_show_save)
 def loss_history(
     model_or_gdata: Any,
     *,
@@ -73,10 +76,7 @@ def loss_history(
         Size of a new figure (when ``ax`` is ``None``).
     ax
         Axes to draw in; a new figure if ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        Path to save the figure to (format from the extension).
+    {show_save}
 
     Returns
     -------

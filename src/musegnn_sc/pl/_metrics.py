@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
+from musegnn_sc._docs import doc_params, doc_show_save
+
 from ._utils import finish, get_ax
 
 #: Columns of a long benchmark table that are not metrics.
@@ -36,6 +38,7 @@ def summarize_table(table: pd.DataFrame, *, method_key: str = "method") -> tuple
     return mean, sd
 
 
+@doc_params(show_save=doc_show_save)
 def metrics(
     table: pd.DataFrame,
     *,
@@ -62,7 +65,7 @@ def metrics(
     method_key
         Column of method names in a long table.
     higher_is_better
-        ``{metric: False}`` for metrics where lower is better; ``avg_rank`` and columns containing ``rank`` are lower
+        ``{{metric: False}}`` for metrics where lower is better; ``avg_rank`` and columns containing ``rank`` are lower
         is better by default, all others higher.
     cmap
         Colour map of the scaled values.
@@ -72,10 +75,7 @@ def metrics(
         Size of a new figure; chosen from the table's shape if ``None``.
     ax
         Axes to draw in; a new figure if ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        Path to save the figure to (format from the extension).
+    {show_save}
 
     Returns
     -------

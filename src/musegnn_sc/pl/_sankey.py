@@ -9,6 +9,8 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
+from musegnn_sc._docs import doc_params, doc_show_save
+
 from ._utils import categories_of, category_colors, finish, get_ax
 
 #: Horizontal extent of the node bars and of the ribbons (axes coordinates 0..1).
@@ -69,6 +71,7 @@ def sankey_layout(counts: pd.DataFrame, *, gap: float = 0.02) -> tuple[dict, dic
     return left, right, flows
 
 
+@doc_params(show_save=doc_show_save)
 def sankey(
     gdata: AnnData,
     source: str = "omics",
@@ -106,10 +109,7 @@ def sankey(
         Size of a new figure (when ``ax`` is ``None``).
     ax
         Axes to draw in; a new figure if ``None``.
-    show
-        Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
-    save
-        Path to save the figure to (format from the extension).
+    {show_save}
 
     Returns
     -------
