@@ -131,3 +131,16 @@ def check_spatial(adata: AnnData, spatial_key: str, *, what: str = "spatial data
         msg = f"`adata.obsm[{spatial_key!r}]` contains NaN or infinite coordinates: drop or fix those spots first."
         raise ValueError(msg)
     return coords
+
+
+def resolve_mods(mdata, mods) -> list[str]:
+    """Names of the chosen modalities of a MuData (all by default), checked to exist."""
+    names = list(mdata.mod.keys()) if mods is None else ([mods] if isinstance(mods, str) else list(mods))
+    unknown = [n for n in names if n not in mdata.mod]
+    if unknown:
+        msg = f"Modalities {unknown} are not in the MuData (available: {list(mdata.mod.keys())}): check `mods=`."
+        raise KeyError(msg)
+    if not names:
+        msg = "No modality to process: the MuData is empty or `mods` is empty."
+        raise ValueError(msg)
+    return names

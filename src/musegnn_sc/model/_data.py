@@ -14,6 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from musegnn_sc._keys import OMICS, OMICS_TYPES, SPECIES, TISSUE, GraphKeys
+from musegnn_sc._validate import resolve_mods
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -172,12 +173,5 @@ def read_graphs(
     layer: str | None = None,
 ) -> list[GraphData]:
     """Read the graphs of the chosen modalities (all by default), in MuData order."""
-    names = list(mdata.mod.keys()) if mods is None else list(mods)
-    missing = [m for m in names if m not in mdata.mod]
-    if missing:
-        msg = f"Modalities {missing} are not in the MuData (available: {list(mdata.mod.keys())})."
-        raise KeyError(msg)
-    if not names:
-        msg = "No modality selected: the MuData is empty or `mods` is empty."
-        raise ValueError(msg)
+    names = resolve_mods(mdata, mods)
     return [read_graph(mdata.mod[m], m, graph_key=graph_key, features=features, layer=layer) for m in names]

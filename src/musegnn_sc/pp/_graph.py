@@ -26,6 +26,7 @@ from musegnn_sc._validate import (
     check_unique_var_names,
     get_matrix,
     nonzero_cells,
+    resolve_mods,
 )
 
 from ._cscore import adjust_pvalues, cscore_irls
@@ -307,9 +308,13 @@ def _store(adata: AnnData, result: _GraphResult, *, keys: _keys.GraphKeys, param
     }
 
 
-def _params(**kwargs) -> dict[str, Any]:
-    """The parameters recorded in ``uns[key_added]['params']``."""
-    return {**kwargs, "method": "cscore"}
+#: Options of :func:`_compute_graph` recorded in ``uns[key_added]['params']``.
+_PARAM_KEYS = ("n_top_genes", "layer", "pval_cutoff", "correction", "n_features", "clip", "theta", "spatial_key")
+
+
+def _params(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters recorded in ``uns[key_added]['params']``, taken from a dataset's :func:`_compute_graph` options."""
+    return {**{k: job[k] for k in _PARAM_KEYS}, "method": "cscore"}
 
 
 def _dataset_label(adata: AnnData, value: str | None, key: str) -> str:
@@ -403,39 +408,29 @@ def build_coexpression_graph(
     """
     t0 = logg.start("building co-expression graph")
     omics = resolve_omics(adata, omics, spatial_key=spatial_key)
-    params = _params(
-        n_top_genes=n_top_genes,
-        layer=layer,
-        pval_cutoff=pval_cutoff,
-        correction=correction,
-        n_features=n_features,
-        clip=clip,
-        theta=theta,
-        spatial_key=spatial_key,
-    )
-    result = _compute_graph(
-        adata,
-        omics=omics,
-        n_top_genes=n_top_genes,
-        layer=layer,
-        genes=genes,
-        selection=selection,
-        pval_cutoff=pval_cutoff,
-        correction=correction,
-        n_features=n_features,
-        clip=clip,
-        theta=theta,
-        spatial_key=spatial_key,
-        chunk_size=chunk_size,
-        what="dataset",
-    )
+    job = {
+        "omics": omics,
+        "n_top_genes": n_top_genes,
+        "layer": layer,
+        "genes": genes,
+        "selection": selection,
+        "pval_cutoff": pval_cutoff,
+        "correction": correction,
+        "n_features": n_features,
+        "clip": clip,
+        "theta": theta,
+        "spatial_key": spatial_key,
+        "chunk_size": chunk_size,
+        "what": "dataset",
+    }
+    result = _compute_graph(adata, **job)
     adata = adata.copy() if copy else adata
     keys = _keys.GraphKeys(key_added)
     _store(
         adata,
         result,
         keys=keys,
-        params=params,
+        params=_params(job),
         tissue=_dataset_label(adata, tissue, _keys.TISSUE),
         species=_dataset_label(adata, species, _keys.SPECIES),
     )
@@ -535,14 +530,7 @@ def build_coexpression_graphs(
     ``species``, which :func:`~musegnn_sc.tl.train_musegnn` reads.
     """
     t0 = logg.start("building co-expression graphs")
-    names = list(mdata.mod.keys()) if mods is None else list(mods)
-    unknown = [n for n in names if n not in mdata.mod]
-    if unknown:
-        msg = f"Modalities {unknown} are not in the MuData (it has: {list(mdata.mod.keys())})."
-        raise KeyError(msg)
-    if not names:
-        msg = "The MuData has no modality to process."
-        raise ValueError(msg)
+    names = resolve_mods(mdata, mods)
     jobs: dict[str, dict] = {}
     for name in names:
         ad = mdata.mod[name]
@@ -580,22 +568,11 @@ def build_coexpression_graphs(
     keys = _keys.GraphKeys(key_added)
     for name, result in results.items():
         ad = mdata.mod[name]
-        kw = jobs[name]
-        params = _params(
-            n_top_genes=kw["n_top_genes"],
-            layer=kw["layer"],
-            pval_cutoff=pval_cutoff,
-            correction=correction,
-            n_features=n_features,
-            clip=clip,
-            theta=theta,
-            spatial_key=spatial_key,
-        )
         _store(
             ad,
             result,
             keys=keys,
-            params=params,
+            params=_params(jobs[name]),
             tissue=_dataset_label(ad, _per_mod(tissue, name), _keys.TISSUE),
             species=_dataset_label(ad, _per_mod(species, name), _keys.SPECIES),
         )
