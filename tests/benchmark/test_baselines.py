@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import warnings
 
 import numpy as np
@@ -197,3 +198,30 @@ def test_shared_collection_loads(shared_data):
     assert all(a.n_obs <= 300 for a in m.mod.values())
     assert m.mod["spatial_lymph_node"].uns["omics"] == "spatial"
     assert "spatial" in m.mod["spatial_lymph_node"].obsm
+
+
+def test_variants_run_a_method_with_other_options(mdata, monkeypatch):
+    from musegnn_sc.benchmark import _runner, run_benchmark
+    from musegnn_sc.benchmark._cli import parse_variant
+
+    seen = []
+
+    def fake_run(mdata, method, seed, options):
+        seen.append((method, options.get(method, {})))
+        return run_baseline(mdata, "pca", seed=seed)  # any valid embedding: only the call is checked
+
+    monkeypatch.setattr(_runner, "_run_method", fake_run)
+    res = run_benchmark(
+        mdata,
+        methods=["mae"],
+        seeds=(0,),
+        method_options={"mae": {"epochs": 3}},
+        variants=dict([parse_variant("mae_wide=mae:width=64,epochs=2")]),
+        progress=None,
+    )
+    assert seen == [("mae", {"epochs": 3}), ("mae", {"epochs": 2, "width": 64})]
+    assert list(res.scores["method"]) == ["mae", "mae_wide"]
+    with pytest.raises(ValueError, match="variant needs a new name"):
+        run_benchmark(mdata, variants={"pca": ("pca", {})}, progress=None)
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=METHOD:KEY=VALUE"):
+        parse_variant("mae_wide:width=64")

@@ -339,6 +339,22 @@ def test_expression_features_take_one_input_per_cell(make_planted):
     assert np.isfinite(model.get_gene_embeddings().X).all()
 
 
+def test_graph_features_are_scaled_per_dataset_to_unit_rms(make_planted):
+    """The model sees the same features whatever the scale the builder stored (it grows with sqrt(n_cells))."""
+    mdata = _small(make_planted)
+    stored = {m: a.varm["coexpression_features"].copy() for m, a in mdata.mod.items()}
+    base = MuSeGNN(mdata)
+    for k, a in enumerate(mdata.mod.values()):
+        a.varm["coexpression_features"] = a.varm["coexpression_features"] * 10.0 ** (k + 1)
+    scaled = MuSeGNN(mdata)
+    for g0, g1 in zip(base.graphs, scaled.graphs, strict=True):
+        np.testing.assert_allclose(np.sqrt(np.mean(g0.features.astype(np.float64) ** 2)), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(g1.features, g0.features, rtol=1e-5, atol=1e-6)
+        # one factor per dataset: the relative scale of the columns is kept
+        raw = stored[g0.name][mdata.mod[g0.name].var["coexpression_gene"].to_numpy()]
+        np.testing.assert_allclose(g0.features / g0.features[0, 0], raw / raw[0, 0], rtol=1e-4)
+
+
 def test_sharing_by_omics_or_omics_and_tissue_and_summary(make_planted):
     mdata = make_planted(omics=["rna", "rna", "atac"], genes_per_dataset=40, genes_per_module=10)
     mdata.mod["rna_1"].uns["coexpression"]["tissue"] = "lung"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 
 
 def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,11 +33,36 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="common genes = genes in at least this many datasets (default: in all, as the paper)",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=METHOD:KEY=VALUE,...",
+        help="an extra row: METHOD run with other options, e.g. musegnn_mean=musegnn:sim_reduction=mean (repeatable)",
+    )
     p.add_argument("--n-jobs", type=int, default=1, help="datasets processed in parallel by the graph builder")
     p.add_argument("--save-embeddings", action="store_true", help="write every gene-level AnnData to OUT/embeddings/")
     p.add_argument("--no-cache", action="store_true", help="rebuild the graphs even if OUT/graphs.h5mu exists")
     p.set_defaults(func=run_benchmark_command)
     return p
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_variant(text: str) -> tuple[str, tuple[str, dict]]:
+    """``'NAME=METHOD:KEY=VALUE,KEY=VALUE'`` -> ``(NAME, (METHOD, {KEY: VALUE, ...}))`` (values as Python literals)."""
+    name, sep, rest = text.partition("=")
+    method, _, opts = rest.partition(":")
+    pairs = [kv.partition("=") for kv in opts.split(",") if kv]
+    if not sep or not name.isidentifier() or not method or any(not eq or not k for k, eq, _ in pairs):
+        msg = f"--variant {text!r}: expected NAME=METHOD:KEY=VALUE,... e.g. musegnn_mean=musegnn:sim_reduction=mean"
+        raise argparse.ArgumentTypeError(msg)
+    return name, (method, {k: _value(v) for k, _, v in pairs})
 
 
 def run_benchmark_command(args) -> int:
@@ -50,6 +76,7 @@ def run_benchmark_command(args) -> int:
         options["musegnn"] = {"max_epochs": args.musegnn_epochs}
     result = run_benchmark(
         args.collection,
+        variants=dict(parse_variant(v) for v in args.variant),
         methods=args.methods,
         seeds=args.seeds,
         data_dir=args.data_dir,

@@ -309,6 +309,7 @@ def run_benchmark(
     max_cells: int | None = None,
     graph_key: str = "coexpression",
     method_options: dict[str, dict[str, Any]] | None = None,
+    variants: dict[str, tuple[str, dict[str, Any]]] | None = None,
     evaluate_options: dict[str, Any] | None = None,
     graph_cache: bool = True,
     save_embeddings: bool = False,
@@ -345,6 +346,10 @@ def run_benchmark(
         Prefix of the graphs.
     method_options
         Keyword arguments per method, e.g. ``{"gae": {"epochs": 400}, "musegnn": {"max_epochs": 50}}``.
+    variants
+        Extra rows of the table: a name mapped to ``(method, options)``, run like ``method`` with ``options`` added to
+        its ``method_options``, e.g. ``{"musegnn_mean": ("musegnn", {"sim_reduction": "mean"})}``. Every variant runs,
+        after the methods.
     evaluate_options
         Keyword arguments of :func:`~musegnn_sc.tl.evaluate`.
     graph_cache
@@ -368,10 +373,19 @@ def run_benchmark(
     from musegnn_sc.tl._evaluate import evaluate, score_methods
 
     say = progress or (lambda s: None)
+    variants = {str(k): (str(b), dict(o)) for k, (b, o) in (variants or {}).items()}
+    bad = {k: b for k, (b, _) in variants.items() if b not in METHODS or k in METHODS}
+    if bad:
+        msg = (
+            f"Variant(s) {bad}: a variant needs a new name and one of {list(METHODS)} as its method, e.g. "
+            "{'musegnn_mean': ('musegnn', {'sim_reduction': 'mean'})}."
+        )
+        raise ValueError(msg)
     methods = list(METHODS if methods is None else methods)
-    unknown = [m for m in methods if m not in METHODS]
+    methods += [v for v in variants if v not in methods]
+    unknown = [m for m in methods if m not in METHODS and m not in variants]
     if unknown:
-        msg = f"Unknown method(s) {unknown}; choose from {list(METHODS)}."
+        msg = f"Unknown method(s) {unknown}; choose from {list(METHODS)} or name a variant."
         raise ValueError(msg)
     if not len(seeds):
         msg = "`seeds` is empty: give at least one seed."
@@ -408,6 +422,7 @@ def run_benchmark(
         "n_top_genes": n_top_genes,
         "max_cells": max_cells,
         "method_options": method_options,
+        "variants": variants,
         "evaluate_options": evaluate_options,
     }
     say("datasets (genes per graph): " + ", ".join(f"{k} ({v})" for k, v in info["datasets"].items()))
@@ -426,14 +441,16 @@ def run_benchmark(
         if not todo:
             say(f"{method:>9}: reusing the scores of seeds {list(seeds)} from {scores_path}")
             continue
-        ok, why = method_available(method)
+        base, extra = variants.get(method, (method, {}))
+        ok, why = method_available(base)
         if not ok:
             skipped[method] = why
             say(f"[skip] {method}: {why}")
             continue
+        options = {**method_options, base: {**method_options.get(base, {}), **extra}}
         for seed in todo:
             ts = time.perf_counter()
-            gdata = _run_method(mdata, method, int(seed), method_options)
+            gdata = _run_method(mdata, base, int(seed), options)
             train_s = time.perf_counter() - ts
             scores = evaluate(gdata, mdata, graph_key=graph_key, seed=int(seed), **evaluate_options)
             rows.append({"method": method, "seed": int(seed), **scores.to_dict(), "train_seconds": train_s})

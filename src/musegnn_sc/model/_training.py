@@ -116,13 +116,17 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         return self.epoch_offset + self.current_epoch
 
     def configure_optimizers(self):
-        """Adam with the paper's two learning rates (encoders 1e-4, decoders 1e-3), no weight decay."""
+        """Adam with the paper's two learning rates (encoders 1e-4, decoders 1e-3), no weight decay.
+
+        The fused implementation updates each parameter in one pass without the temporary copies of the ``foreach``
+        one: faster, and about 2x the decoders' size less peak memory.
+        """
         return torch.optim.Adam(
             [
                 {"params": self.module.encoder_parameters(), "lr": self.config.lr_encoder},
                 {"params": self.module.decoder_parameters(), "lr": self.config.lr_decoder},
             ],
-            foreach=True,
+            fused=True,
         )
 
     def _graph(self, i: int) -> GraphTensors:
