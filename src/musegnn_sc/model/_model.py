@@ -340,6 +340,7 @@ class MuSeGNN:
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
         from torch.utils.data import DataLoader
 
+        from ._denormals import set_flush_denormal_all_threads
         from ._pairs import PairCache, neighbour_lists
         from ._training import GraphIndexDataset, LossConfig, MuSeGNNTrainingPlan, collate_single
 
@@ -440,6 +441,7 @@ class MuSeGNN:
             except KeyboardInterrupt:
                 interrupted = True
             finally:
+                set_flush_denormal_all_threads(False)  # also after an interrupt (the plan sets it at the start)
                 if in_main and prev_sigint is not None:
                     signal.signal(signal.SIGINT, prev_sigint)
         self.train_params_["world_size"] = int(trainer.world_size)

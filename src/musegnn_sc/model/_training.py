@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ._denormals import set_flush_denormal_all_threads
 from ._losses import Reduction, info_nce, reconstruction_loss, similarity_loss
 from ._module import GraphTensors, MuSeGNNModule
 from ._pairs import PairCache, sample_contrastive
@@ -196,6 +197,11 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         )
         return loss
 
+    def on_train_start(self) -> None:
+        """Flush float denormals to zero on every CPU thread while training (see :mod:`._denormals`)."""
+        if self.device.type == "cpu":
+            set_flush_denormal_all_threads(True)
+
     def on_train_epoch_start(self) -> None:
         """Keep the weights of the last complete epoch, to fall back on if a loss becomes NaN."""
         self._sums = torch.zeros(len(LOSS_TERMS) + 1)
@@ -219,6 +225,7 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
             self.module.load_state_dict(self._snapshot)
         self._device_graphs.clear()
         self._snapshot = None
+        set_flush_denormal_all_threads(False)
 
 
 def finite_history(history: list[dict[str, float]]) -> bool:
