@@ -94,15 +94,23 @@ def test_width_option(mdata):
     assert "X_musegnn" not in g.obsm
 
 
-def test_gene2vec_without_gensim_names_the_install_command(mdata):
-    try:
-        import gensim  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install gensim"):
-            run_baseline(mdata, "gene2vec")
-    else:
-        g = run_baseline(mdata, "gene2vec", seed=0, epochs=2)
-        _check_layout(g, mdata, "gene2vec", 0)
+def test_gene2vec_without_gensim_names_the_install_command(mdata, monkeypatch):
+    import sys
+
+    from musegnn_sc.benchmark._runner import method_available
+
+    for name in ("gensim", "gensim.models"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import gensim` fail even where it is installed
+    with pytest.raises(ImportError, match=r"pip install 'musegnn_sc\[benchmark\]'"):
+        run_baseline(mdata, "gene2vec")
+    ok, why = method_available("gene2vec")
+    assert not ok and "musegnn_sc[benchmark]" in why
+
+
+def test_gene2vec_layout(mdata):
+    pytest.importorskip("gensim")
+    g = run_baseline(mdata, "gene2vec", seed=0, epochs=2)
+    _check_layout(g, mdata, "gene2vec", 0)
 
 
 def test_errors(mdata):

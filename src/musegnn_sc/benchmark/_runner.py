@@ -168,7 +168,7 @@ def method_available(method: str) -> tuple[bool, str]:
         try:
             import gensim  # noqa: F401
         except ImportError:
-            return False, "gene2vec needs gensim: `pip install gensim`"
+            return False, "gene2vec needs gensim: `pip install 'musegnn_sc[benchmark]'`"
     if method not in METHODS:
         return False, f"unknown method (choose from {list(METHODS)})"
     return True, ""
