@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sklearn.neighbors  # noqa: F401  (bundles an OpenMP runtime of its own: torch's must still be the one used)
 import torch
 
 from musegnn_sc.model._denormals import set_flush_denormal_all_threads

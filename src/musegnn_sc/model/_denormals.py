@@ -14,6 +14,7 @@ torch's pool. Where that runtime cannot be found the flag is set in the calling 
 from __future__ import annotations
 
 import ctypes
+import os
 
 import torch
 
@@ -27,6 +28,9 @@ def _openmp_runtime() -> ctypes.CDLL | None:
             paths = sorted({line.split()[-1] for line in f if any(n in line for n in _OPENMP_NAMES)})
     except OSError:
         return None
+    # Other packages bundle their own OpenMP runtime (scikit-learn's libgomp, for one): torch's comes first.
+    torch_dir = os.path.dirname(os.path.realpath(torch.__file__))
+    paths.sort(key=lambda p: not os.path.realpath(p).startswith(torch_dir))
     for path in paths:
         try:
             lib = ctypes.CDLL(path)
