@@ -66,8 +66,8 @@ def _raw_baseline(gdata, mdata) -> dict[str, float]:
     return row
 
 
-def _fmt(mean, std) -> str:
-    return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
+def _fmt(mean, std, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std == std else f"{mean:.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
     ]
     for method in scored.index:
-        cells = [_fmt(agg.loc[method, (c, "mean")], agg.loc[method, (c, "std")]) for c in bio]
+        cells = [_fmt(agg.loc[method, (c, "mean")], agg.loc[method, (c, "std")], 1 if "fdr" in c else 3) for c in bio]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append(f"| raw expression (per dataset) | - | - | {raw['TF_auroc']:.3f} | {raw['stable_auroc']:.3f} |")
     text = "\n".join(lines)
