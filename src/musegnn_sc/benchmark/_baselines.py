@@ -104,8 +104,8 @@ def _require_gensim():
         from gensim.models import Word2Vec
     except ImportError as err:
         msg = (
-            "The 'gene2vec' baseline needs gensim, which is not installed. Install it with `pip install 'musegnn_sc[benchmark]'` "
-            "(or `pip install gensim`), or leave 'gene2vec' out of `methods`."
+            "The 'gene2vec' baseline needs gensim, which is not installed. Install it with "
+            "`pip install 'musegnn_sc[benchmark]'` (or `pip install gensim`), or leave 'gene2vec' out of `methods`."
         )
         raise ImportError(msg) from err
     return Word2Vec
