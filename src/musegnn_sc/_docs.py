@@ -31,6 +31,16 @@ show
 save
     Path to save the figure to (format from the extension)."""
 
+doc_ax_show_save = f"""\
+ax
+    Axes to draw in; a new figure if ``None``.
+{doc_show_save}"""
+
+doc_returns_axes = """\
+Returns
+-------
+The Axes if ``show`` is false, else ``None``."""
+
 doc_key_added = """\
 key_added
     Prefix of every key written (``varp['{key_added}_connectivities']`` and so on)."""

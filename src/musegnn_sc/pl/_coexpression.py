@@ -9,7 +9,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from scipy import sparse
 
-from musegnn_sc._docs import doc_params, doc_show_save
+from musegnn_sc._docs import doc_ax_show_save, doc_params, doc_returns_axes
 from musegnn_sc._keys import COEXPRESSION, GraphKeys
 
 from ._utils import finish, get_ax
@@ -60,7 +60,7 @@ def ego_graph(
     return genes[idx].tolist(), adj, corr
 
 
-@doc_params(show_save=doc_show_save)
+@doc_params(ax_show_save=doc_ax_show_save, returns_axes=doc_returns_axes)
 def coexpression(
     adata: AnnData,
     gene: str,
@@ -93,13 +93,9 @@ def coexpression(
         Diverging colour map of the correlation (centred on 0).
     figsize
         Size of a new figure (when ``ax`` is ``None``).
-    ax
-        Axes to draw in; a new figure if ``None``.
-    {show_save}
+    {ax_show_save}
 
-    Returns
-    -------
-    The Axes if ``show`` is false, else ``None``.
+    {returns_axes}
 
     Examples
     --------

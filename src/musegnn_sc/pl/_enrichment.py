@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from musegnn_sc._docs import doc_params, doc_show_save
+from musegnn_sc._docs import doc_ax_show_save, doc_params, doc_returns_axes
 
 from ._utils import finish, get_ax
 
@@ -32,7 +32,7 @@ def top_terms(
     return res.sort_values(["pval", "term"]).groupby("module", observed=True, sort=False).head(n_top)
 
 
-@doc_params(show_save=doc_show_save)
+@doc_params(ax_show_save=doc_ax_show_save, returns_axes=doc_returns_axes)
 def enrichment(
     results: pd.DataFrame,
     *,
@@ -67,13 +67,9 @@ def enrichment(
         Longer term names are cut.
     figsize
         Size of a new figure; chosen from the number of terms and modules if ``None``.
-    ax
-        Axes to draw in; a new figure if ``None``.
-    {show_save}
+    {ax_show_save}
 
-    Returns
-    -------
-    The Axes if ``show`` is false, else ``None``.
+    {returns_axes}
 
     Examples
     --------
@@ -109,44 +105,32 @@ def enrichment(
     y = {t: len(terms) - 1 - i for i, t in enumerate(terms)}
     vmax = max(float(top["neglog_fdr"].max()), 1e-9)
     if single:
-        sizes = 30 + 220 * top["n_overlap"] / max(top["n_overlap"].max(), 1)
-        sc = ax.scatter(
-            top["gene_ratio"],
-            [y[t] for t in top["label"]],
-            s=sizes,
-            c=top["neglog_fdr"],
-            cmap=cmap,
-            vmin=0,
-            vmax=vmax,
-            edgecolors="black",
-            linewidths=0.4,
-        )
+        x = top["gene_ratio"]
         ax.set_xlabel("gene ratio")
         ax.set_title(f"module {modules[0]}")
-        lo, hi = float(top["gene_ratio"].min()), float(top["gene_ratio"].max())
+        lo, hi = float(x.min()), float(x.max())
         pad = 0.1 * (hi - lo) if hi > lo else 0.1 * hi + 1e-3
         ax.set_xlim(lo - pad, hi + pad)
-        size_label = "genes"
-        size_values = top["n_overlap"]
+        size_label, size_values = "genes", top["n_overlap"]
     else:
         xs = {m: i for i, m in enumerate(modules)}
-        sizes = 30 + 220 * top["gene_ratio"] / max(top["gene_ratio"].max(), 1e-12)
-        sc = ax.scatter(
-            [xs[m] for m in top["module"].astype(str)],
-            [y[t] for t in top["label"]],
-            s=sizes,
-            c=top["neglog_fdr"],
-            cmap=cmap,
-            vmin=0,
-            vmax=vmax,
-            edgecolors="black",
-            linewidths=0.4,
-        )
+        x = [xs[m] for m in top["module"].astype(str)]
         ax.set_xticks(range(len(modules)), modules)
         ax.set_xlim(-0.6, len(modules) - 0.4)
         ax.set_xlabel("module")
-        size_label = "gene ratio"
-        size_values = top["gene_ratio"]
+        size_label, size_values = "gene ratio", top["gene_ratio"]
+    sizes = 30 + 220 * size_values / max(size_values.max(), 1e-12)
+    sc = ax.scatter(
+        x,
+        [y[t] for t in top["label"]],
+        s=sizes,
+        c=top["neglog_fdr"],
+        cmap=cmap,
+        vmin=0,
+        vmax=vmax,
+        edgecolors="black",
+        linewidths=0.4,
+    )
     ax.set_yticks(range(len(terms)), list(reversed(terms)))
     ax.set_ylim(-0.6, len(terms) - 0.4)
     ax.grid(alpha=0.3)

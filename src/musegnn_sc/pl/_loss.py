@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from musegnn_sc._docs import doc_params, doc_show_save
+from musegnn_sc._docs import doc_ax_show_save, doc_params, doc_returns_axes
 
 from ._utils import finish, get_ax
 
@@ -50,7 +50,7 @@ def history_frame(model_or_gdata: Any) -> pd.DataFrame:
     return hist
 
 
-@doc_params(show_save=doc_show_save)
+@doc_params(ax_show_save=doc_ax_show_save, returns_axes=doc_returns_axes)
 def loss_history(
     model_or_gdata: Any,
     *,
@@ -74,13 +74,9 @@ def loss_history(
         Logarithmic y axis (only sensible when every drawn term is positive).
     figsize
         Size of a new figure (when ``ax`` is ``None``).
-    ax
-        Axes to draw in; a new figure if ``None``.
-    {show_save}
+    {ax_show_save}
 
-    Returns
-    -------
-    The Axes if ``show`` is false, else ``None``.
+    {returns_axes}
 
     Examples
     --------

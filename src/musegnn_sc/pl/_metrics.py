@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from musegnn_sc._docs import doc_params, doc_show_save
+from musegnn_sc._docs import doc_ax_show_save, doc_params, doc_returns_axes
 
 from ._utils import finish, get_ax
 
@@ -38,7 +38,7 @@ def summarize_table(table: pd.DataFrame, *, method_key: str = "method") -> tuple
     return mean, sd
 
 
-@doc_params(show_save=doc_show_save)
+@doc_params(ax_show_save=doc_ax_show_save, returns_axes=doc_returns_axes)
 def metrics(
     table: pd.DataFrame,
     *,
@@ -73,13 +73,9 @@ def metrics(
         Number format of the cells.
     figsize
         Size of a new figure; chosen from the table's shape if ``None``.
-    ax
-        Axes to draw in; a new figure if ``None``.
-    {show_save}
+    {ax_show_save}
 
-    Returns
-    -------
-    The Axes if ``show`` is false, else ``None``.
+    {returns_axes}
 
     Examples
     --------

@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
-from musegnn_sc._docs import doc_params, doc_show_save
+from musegnn_sc._docs import doc_ax_show_save, doc_params, doc_returns_axes
 
 from ._utils import categories_of, category_colors, finish, get_ax
 
@@ -71,7 +71,7 @@ def sankey_layout(counts: pd.DataFrame, *, gap: float = 0.02) -> tuple[dict, dic
     return left, right, flows
 
 
-@doc_params(show_save=doc_show_save)
+@doc_params(ax_show_save=doc_ax_show_save, returns_axes=doc_returns_axes)
 def sankey(
     gdata: AnnData,
     source: str = "omics",
@@ -107,13 +107,9 @@ def sankey(
         Categories holding less than this fraction of the genes are not labelled (they stay drawn).
     figsize
         Size of a new figure (when ``ax`` is ``None``).
-    ax
-        Axes to draw in; a new figure if ``None``.
-    {show_save}
+    {ax_show_save}
 
-    Returns
-    -------
-    The Axes if ``show`` is false, else ``None``.
+    {returns_axes}
 
     Examples
     --------
