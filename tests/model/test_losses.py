@@ -77,6 +77,17 @@ def test_info_nce_matches_the_per_pair_definition(symmetric):
     assert float(got) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_info_nce_equals_pytorch_metric_learning(symmetric):
+    # the library the authors' code calls: SelfSupervisedLoss(NTXentLoss(0.07)), symmetric by default since 2.2
+    losses = pytest.importorskip("pytorch_metric_learning.losses")
+    rng = np.random.default_rng(4)
+    a, p = (torch.tensor(rng.normal(size=(200, 32))) for _ in range(2))
+    expected = losses.SelfSupervisedLoss(losses.NTXentLoss(temperature=0.07), symmetric=symmetric)(a, p)
+    got = info_nce(a, p, temperature=0.07, symmetric=symmetric)
+    assert float(got) == pytest.approx(float(expected), rel=1e-9)
+
+
 def test_info_nce_is_low_when_positives_match_and_zero_when_empty():
     rng = np.random.default_rng(3)
     a = torch.tensor(rng.normal(size=(20, 8)))

@@ -36,7 +36,7 @@ def test_dense_attention_equals_pyg_transformerconv(heads):
     x1 = g.x.clone().requires_grad_(True)
     x2 = g.x.clone().requires_grad_(True)
     out = layer(x1, g)
-    expected = reference(x2, g.edge_index)
+    expected = reference(x2, g.edges())
     assert out.shape == (60, heads * 8)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     w = torch.randn_like(out)
@@ -114,3 +114,12 @@ def test_mlp_decoder_low_rank_first_layer_equals_the_plain_mlp():
     z = torch.randn(50, 8, dtype=torch.float64)
     dec = dec.double()
     torch.testing.assert_close(dec(z), dec.mlp(z @ z.T), rtol=1e-10, atol=1e-10)
+
+
+def test_dense_graphs_keep_no_edge_index_but_give_the_same_edges():
+    feats, adj = _graph()
+    dense, edges = graph_tensors(feats, adj, dense=True), graph_tensors(feats, adj, dense=False)
+    assert dense.edge_index is None
+    assert set(map(tuple, dense.edges().T.tolist())) == set(map(tuple, edges.edge_index.T.tolist()))
+    torch.testing.assert_close(dense.target(), edges.target())
+    assert dense.to("cpu").edge_index is None
