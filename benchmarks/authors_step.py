@@ -78,6 +78,12 @@ def _infonce():
     return SelfSupervisedLoss(NTXentLoss(temperature=0.07)), "pytorch-metric-learning"
 
 
+def _one_neighbour(rng: np.random.Generator, adj: sparse.csr_matrix, gene: int) -> int:
+    """A neighbour drawn uniformly (the gene itself among them, via the diagonal), or the gene if it has none."""
+    nbrs = adj.indices[adj.indptr[gene] : adj.indptr[gene + 1]]
+    return int(rng.choice(nbrs)) if len(nbrs) else gene
+
+
 def train_authors_step(
     profiles: list[np.ndarray],
     adjacencies: list[sparse.csr_matrix],
@@ -126,8 +132,8 @@ def train_authors_step(
         for j in range(n_graphs):
             if i != j:
                 p = cache(i, j)
-                nbr_i = np.array([rng.choice(neighbours[i][g].indices) for g in p.diff_i], dtype=np.int64)
-                nbr_j = np.array([rng.choice(neighbours[j][g].indices) for g in p.diff_j], dtype=np.int64)
+                nbr_i = np.array([_one_neighbour(rng, neighbours[i], g) for g in p.diff_i], dtype=np.int64)
+                nbr_j = np.array([_one_neighbour(rng, neighbours[j], g) for g in p.diff_j], dtype=np.int64)
                 pairs[i, j] = (p, nbr_i, nbr_j)
     loss_func, infonce_kind = _infonce()
     bce_func = nn.BCEWithLogitsLoss()
