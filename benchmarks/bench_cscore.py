@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from _memory import reset_peak, rss_gb
 from scipy import sparse, stats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -267,22 +268,6 @@ def published_cscore_dense(X, s, *, max_iter=10, tol=0.05):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _rss_gb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024**2
-    return float("nan")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux ``clear_refs``), so that the peak is that of the timed call."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def _run_case(case: str, args) -> dict:
     import warnings
 
@@ -318,8 +303,8 @@ def _run_case(case: str, args) -> dict:
     if sparse.issparse(X):
         sub = X if cols is None else X[:, cols]
         info["density"] = sub.nnz / np.prod(sub.shape)
-    before = _rss_gb("VmRSS")
-    reset = _reset_peak()
+    before = rss_gb("VmRSS")
+    reset = reset_peak()
     t0 = time.perf_counter()
     if depth is None:  # streamed: the depth pass is part of the job
         depth = row_sums(X)
@@ -327,7 +312,7 @@ def _run_case(case: str, args) -> dict:
         warnings.simplefilter("always")
         fit = cscore_irls(X, depth, cols=cols)
     seconds = time.perf_counter() - t0
-    peak = _rss_gb("VmHWM") if reset else _ru_maxrss_gb()
+    peak = rss_gb("VmHWM") if reset else _ru_maxrss_gb()
     info.update(
         seconds=seconds,
         peak_gb=peak,

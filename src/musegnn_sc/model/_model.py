@@ -307,7 +307,8 @@ class MuSeGNN:
             averages them (authors' code, which produced the paper's tables), which weights ``L_Sim`` about
             ``n_common`` times less. The mean scores better on the real-data benchmark (Avg Score 0.84 vs 0.54, first
             vs fourth of eight methods), mixes datasets more, and keeps the reconstruction loss falling with many
-            datasets (32 graphs: 0.71 -> 0.66 over 3 epochs; the sum: 0.73 -> 1.00): use it for benchmarks and large collections (see the design notes).
+            datasets (32 graphs: 0.71 -> 0.66 over 3 epochs; the sum: 0.73 -> 1.00): use it for benchmarks and large
+            collections (see the design notes).
         symmetric_infonce
             ``False``: queries against keys (paper eq. 6). ``True``: NT-Xent over the pooled anchors and positives,
             as pytorch-metric-learning >= 2.2 computes the authors' ``SelfSupervisedLoss``.
