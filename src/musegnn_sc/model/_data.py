@@ -93,7 +93,8 @@ def _expression_profile(adata: AnnData, mask: np.ndarray, layer: str | None) -> 
 
     X = get_matrix(adata, layer)
     if not sparse.issparse(X) and not isinstance(X, np.ndarray):
-        X = np.asarray(X[:])
+        X = X[:]  # a backed matrix (h5py dataset or anndata's sparse dataset), read into memory
+        X = X if sparse.issparse(X) else np.asarray(X)
     depth = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
     depth[depth == 0] = 1.0
     sub = X[:, np.flatnonzero(mask)]

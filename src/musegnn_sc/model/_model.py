@@ -361,6 +361,7 @@ class MuSeGNN:
         from ._training import GraphIndexDataset, LossConfig, MuSeGNNTrainingPlan, collate_single
 
         check_train_kwargs(trainer_kwargs, caller="MuSeGNN.train")
+        _check_train_numbers(locals())
         if sim_reduction not in ("sum", "mean"):
             msg = f"`sim_reduction` must be 'sum' or 'mean', got {sim_reduction!r}."
             raise ValueError(msg)
@@ -714,7 +715,7 @@ class MuSeGNN:
                 f"{path} is a file: `MuSeGNN.load` takes the directory given to `MuSeGNN.save` "
                 f"(the one that holds {MODEL_FILE})."
             )
-            raise NotADirectoryError(msg)
+            raise ValueError(msg)
         if not file.exists():
             msg = f"No saved model at {file}. Pass the directory given to `MuSeGNN.save`."
             raise FileNotFoundError(msg)
@@ -875,6 +876,39 @@ def _check_mudata(mdata, caller: str) -> None:
         raise TypeError(msg)
     msg = f"`{caller}` takes a MuData with one modality per dataset, got {type(mdata).__name__}."
     raise TypeError(msg)
+
+
+#: Numeric options of :meth:`MuSeGNN.train`: (integer?, lowest allowed value, is the lowest value allowed?).
+_TRAIN_NUMBERS = {
+    "max_epochs": (True, 1, True),
+    "lr_encoder": (False, 0, False),
+    "lr_decoder": (False, 0, False),
+    "lambda_sim": (False, 0, True),
+    "lambda_contrastive": (False, 0, True),
+    "temperature": (False, 0, False),
+    "n_contrastive": (True, 1, True),
+    "early_stopping_patience": (True, 0, True),
+    "early_stopping_min_delta": (False, 0, True),
+    "checkpoint_every": (True, 1, True),
+    "seed": (True, 0, True),
+}
+
+
+def _check_train_numbers(options: dict[str, Any]) -> None:
+    """Type and range of the numeric options of :meth:`MuSeGNN.train`, checked before anything runs."""
+    import numbers
+
+    for name, (integer, low, inclusive) in _TRAIN_NUMBERS.items():
+        if name not in options:
+            continue
+        value = options[name]
+        kind = numbers.Integral if integer else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, kind):
+            msg = f"`{name}` must be {'an integer' if integer else 'a number'}, got {value!r} ({type(value).__name__})."
+            raise TypeError(msg)
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            msg = f"`{name}` must be {'at least' if inclusive else 'greater than'} {low}, got {value!r}."
+            raise ValueError(msg)
 
 
 def check_train_kwargs(kwargs: dict[str, Any], *, caller: str) -> None:

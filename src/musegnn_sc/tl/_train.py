@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 import warnings
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -59,6 +60,13 @@ def _check_raw_counts(adata: AnnData, name: str, opts: Mapping[str, Any]) -> Non
     from musegnn_sc.pp._graph import _per_mod, resolve_omics
 
     what = f"modality {name!r}"
+    if adata.isbacked:
+        msg = (
+            f"Modality {name!r} is backed (read with `backed=True`), and its graph must be built (none under "
+            "`graph_key`, or `rebuild=True`): building a co-expression graph needs its counts in memory. Read the MuData without `backed=True`, or "
+            f"load this modality with `mdata.mod[{name!r}] = mdata.mod[{name!r}].to_memory()` first."
+        )
+        raise ValueError(msg)
     with _about(name):
         resolve_omics(
             adata, _per_mod(opts.get("omics"), name), name=name, spatial_key=opts.get("spatial_key", "spatial")
@@ -175,7 +183,7 @@ def train_musegnn(
     >>> gdata = model.get_gene_embeddings()
     """
     from musegnn_sc._validate import resolve_mods
-    from musegnn_sc.model._model import SETUP_KEY, MuSeGNN, _check_mudata, check_train_kwargs
+    from musegnn_sc.model._model import SETUP_KEY, MuSeGNN, _check_mudata, _check_train_numbers, check_train_kwargs
     from musegnn_sc.pp import build_coexpression_graphs
 
     # ---- arguments: nothing is computed or written before they all pass
@@ -188,6 +196,18 @@ def train_musegnn(
         msg = f"`features` must be 'graph' or 'expression', got {features!r}."
         raise ValueError(msg)
     check_train_kwargs(train_kwargs, caller="msg.tl.train_musegnn")
+    _check_train_numbers({"max_epochs": max_epochs, "seed": seed, **train_kwargs})
+    for option, value, allowed in (
+        ("share_by", share_by, ("omics", "omics_tissue")),
+        ("decoder", decoder, ("mlp", "inner_product")),
+        ("attention", attention, ("auto", "dense", "sparse")),
+    ):
+        if value not in allowed:
+            msg = f"`{option}` must be one of {', '.join(map(repr, allowed))}, got {value!r}."
+            raise ValueError(msg)
+    if isinstance(n_latent, bool) or not isinstance(n_latent, numbers.Integral) or n_latent < 1:
+        msg = f"`n_latent` must be a positive integer, got {n_latent!r}."
+        raise ValueError(msg)
     graph_kwargs = dict(graph_kwargs or {})
     own = [k for k in graph_kwargs if k in _OWN_GRAPH_OPTIONS]
     if own:
