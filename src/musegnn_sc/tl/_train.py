@@ -63,7 +63,8 @@ def _check_raw_counts(adata: AnnData, name: str, opts: Mapping[str, Any]) -> Non
     if adata.isbacked:
         msg = (
             f"Modality {name!r} is backed (read with `backed=True`), and its graph must be built (none under "
-            "`graph_key`, or `rebuild=True`): building a co-expression graph needs its counts in memory. Read the MuData without `backed=True`, or "
+            "`graph_key`, or `rebuild=True`): building a co-expression graph needs its counts in memory. Read the "
+            "MuData without `backed=True`, or "
             f"load this modality with `mdata.mod[{name!r}] = mdata.mod[{name!r}].to_memory()` first."
         )
         raise ValueError(msg)
