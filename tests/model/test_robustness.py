@@ -257,6 +257,8 @@ def test_wrong_inputs_to_the_model_get_errors_that_name_the_fix(make_planted):
         MuSeGNN.setup_mudata(mdata.mod["rna_0"])
     with pytest.raises(TypeError, match="got ndarray"):
         MuSeGNN(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="more than once"):
+        MuSeGNN.setup_mudata(mdata, mods=["rna_0", "rna_0"])
     MuSeGNN.setup_mudata(mdata)
     del mdata.mod["rna_1"]
     with pytest.raises(KeyError, match=r"\['rna_1'\] registered.*no longer in the MuData.*setup_mudata") as info:

@@ -189,6 +189,12 @@ def test_options_are_checked_before_anything_is_written(graphs_mudata):
         train_musegnn(mdata, max_epochs=1, graph_kwargs={"n_top_gene": 30}, **FAST)
     with pytest.raises(TypeError, match="got an AnnData.*MuData"):
         train_musegnn(mdata.mod["rna_heart_2"], max_epochs=1, **FAST)
+    with pytest.raises(ValueError, match="more than once"):
+        train_musegnn(mdata, mods=["rna_heart_2", "rna_heart_2"], max_epochs=1, **FAST)
+    with pytest.raises(ValueError, match="overwrite the node features"):
+        train_musegnn(mdata, key_added="coexpression_features", max_epochs=1, **FAST)
+    with pytest.raises(KeyError, match="not in the MuData.*`mods=`"):
+        train_musegnn(mdata, mods=["rna_heart_9"], max_epochs=1, **FAST)
     assert _state(mdata) == before
 
 

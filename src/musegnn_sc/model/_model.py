@@ -249,6 +249,9 @@ class MuSeGNN:
         if features not in ("graph", "expression"):
             msg = f"`features` must be 'graph' or 'expression', got {features!r}."
             raise ValueError(msg)
+        if mods is not None and not isinstance(mods, str) and len(set(mods)) < len(list(mods)):
+            msg = f"`mods` lists a modality more than once: {list(mods)}."
+            raise ValueError(msg)
         graphs = read_graphs(mdata, graph_key=graph_key, mods=mods, features=features, layer=layer)
         setup: dict[str, Any] = {"graph_key": graph_key, "mods": [g.name for g in graphs], "features": features}
         if layer is not None:
@@ -478,9 +481,10 @@ class MuSeGNN:
         self.history_ = [dict(r) for r in plan.history]
         self.is_trained_ = len(self.history_) > 0
         self._tensors = [g.to(torch.device("cpu")) for g in self._tensors]
+        if (error is not None or interrupted) and len(self.history_) == n_before:
+            # no epoch of this call was kept: the parameters stay those that trained the epochs the model has
+            self.train_params_ = previous_params
         if error is not None:
-            if len(self.history_) == n_before:
-                self.train_params_ = previous_params  # no epoch of this run was kept
             error.add_note(
                 f"MuSeGNN.train: training stopped; the model keeps the weights of its last complete epoch "
                 f"({len(self.history_)} epoch(s) in the history, {len(self.history_) - n_before} of them from this "

@@ -190,9 +190,15 @@ def train_musegnn(
     # ---- arguments: nothing is computed or written before they all pass
     _check_mudata(mdata, "msg.tl.train_musegnn")
     names = resolve_mods(mdata, mods)
+    if len(set(names)) < len(names):
+        msg = f"`mods` lists a modality more than once: {names}."
+        raise ValueError(msg)
     if not isinstance(key_added, str) or not key_added:
         msg = f"`key_added` must be a non-empty string, got {key_added!r}."
         raise TypeError(msg)
+    if key_added == GraphKeys(graph_key).features:
+        msg = f"`key_added={key_added!r}` would overwrite the node features of the graphs: choose another key."
+        raise ValueError(msg)
     if features not in ("graph", "expression"):
         msg = f"`features` must be 'graph' or 'expression', got {features!r}."
         raise ValueError(msg)
