@@ -668,6 +668,7 @@ class MuSeGNN:
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "graphs": [_graph_payload(g) for g in self.graphs],
         }
+        payload["checksum"] = _checksum(payload)
         if path.exists():
             # only model.pt is replaced, by a rename within the directory: the user's other files stay
             fd, name = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", suffix=".tmp", dir=path)
@@ -862,7 +863,38 @@ def _read_payload(file: Path) -> dict[str, Any]:
     if problems:
         msg = f"{file} is not a complete model saved by `MuSeGNN.save` ({'; '.join(problems)}). {fix}"
         raise ValueError(msg)
+    # files written before the checksum was added have none; a zip archive does not verify its records itself
+    if "checksum" in payload and payload["checksum"] != _checksum(payload):
+        msg = f"{file} is damaged: its weights or graphs differ from what was saved (checksum mismatch). {fix}"
+        raise ValueError(msg)
     return payload
+
+
+def _checksum(payload: dict[str, Any]) -> str:
+    """SHA-256 of the weights and graphs of a payload (names, shapes, dtypes and bytes), with its parameters."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def add(name: str, value: Any) -> None:
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+        else:
+            h.update(repr(value).encode())
+
+    for key in ("format", "setup_args", "init_params", "train_params", "history", "is_trained"):
+        add(key, payload.get(key))
+    for k in sorted(payload["state_dict"]):
+        add(f"state_dict/{k}", payload["state_dict"][k])
+    for n, g in enumerate(payload["graphs"]):
+        for k in _GRAPH_KEYS:
+            add(f"graphs/{n}/{k}", g.get(k))
+    return h.hexdigest()
 
 
 def _check_mudata(mdata, caller: str) -> None:
