@@ -102,7 +102,8 @@ def trained(make_planted):
     mdata = _small(make_planted)
     MuSeGNN.setup_mudata(mdata)
     model = MuSeGNN(mdata)
-    before = model.get_gene_embeddings()
+    with pytest.warns(UserWarning, match="not been trained"):
+        before = model.get_gene_embeddings()
     model.train(max_epochs=EPOCHS, **FAST)
     yield mdata, model, before, model.get_gene_embeddings()
     torch.set_num_threads(n_threads)

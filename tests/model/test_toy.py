@@ -52,7 +52,8 @@ def toy():
     mdata = msg.datasets.toy_mudata(include_mouse=False, n_cells=200, n_genes=300)
     msg.pp.build_coexpression_graphs(mdata, n_top_genes=200)
     model = MuSeGNN(mdata)
-    before = model.get_gene_embeddings()
+    with pytest.warns(UserWarning, match="not been trained"):
+        before = model.get_gene_embeddings()
     # the authors' mean-reduced L_Sim and a 10x encoder rate: converged in 40 epochs on these 200-gene graphs
     model.train(max_epochs=EPOCHS, sim_reduction="mean", lr_encoder=1e-3, progress_bar=False)
     yield mdata, model, before, model.get_gene_embeddings()

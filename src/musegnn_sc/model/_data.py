@@ -93,7 +93,8 @@ def _expression_profile(adata: AnnData, mask: np.ndarray, layer: str | None) -> 
 
     X = get_matrix(adata, layer)
     if not sparse.issparse(X) and not isinstance(X, np.ndarray):
-        X = np.asarray(X[:])
+        X = X[:]  # a backed matrix (h5py dataset or anndata's sparse dataset), read into memory
+        X = X if sparse.issparse(X) else np.asarray(X)
     depth = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
     depth[depth == 0] = 1.0
     sub = X[:, np.flatnonzero(mask)]
@@ -119,7 +120,8 @@ def read_graph(
         msg = (
             f"Modality {name!r} has no co-expression graph under key {graph_key!r} (`uns[{graph_key!r}]` is missing). "
             "Build one with `msg.pp.build_coexpression_graphs(mdata)` (or `msg.pp.build_coexpression_graph` for this "
-            "modality), or pass the `graph_key` the graphs were stored under."
+            "modality), or pass the `graph_key` the graphs were stored under (an option of "
+            "`MuSeGNN.setup_mudata` and `msg.tl.train_musegnn`)."
         )
         raise KeyError(msg)
     info = adata.uns[keys.uns]
@@ -148,7 +150,7 @@ def read_graph(
         if feat_key not in adata.varm:
             msg = (
                 f"Modality {name!r}: node features `varm[{feat_key!r}]` are missing. Rebuild the graph with "
-                "`msg.pp.build_coexpression_graph`, or use `features='expression'`."
+                "`msg.pp.build_coexpression_graph`, or use `features='expression'` (of `MuSeGNN.setup_mudata`)."
             )
             raise KeyError(msg)
         feats = _unit_rms(np.asarray(adata.varm[feat_key])[idx].astype(np.float32))

@@ -152,12 +152,21 @@ class MuSeGNN:
         attention: Attention = "auto",
         seed: int = 0,
     ):
+        _check_mudata(mdata, "MuSeGNN")
         setup = mdata.uns.get(SETUP_KEY)
         if setup is None:
             logg.logger.info("MuData not registered: calling `MuSeGNN.setup_mudata(mdata)` with its defaults.")
             self.setup_mudata(mdata)
             setup = mdata.uns[SETUP_KEY]
         setup = _setup_from_uns(setup)
+        gone = [m for m in setup["mods"] or [] if m not in mdata.mod]
+        if gone:
+            msg = (
+                f"Modalities {gone} registered in `mdata.uns[{SETUP_KEY!r}]` are no longer in the MuData (available: "
+                f"{list(mdata.mod.keys())}). Register the MuData again with `MuSeGNN.setup_mudata(mdata)` (its "
+                "`mods=` chooses the modalities)."
+            )
+            raise KeyError(msg)
         graphs = read_graphs(mdata, **setup)
         init = {
             "n_latent": int(n_latent),
@@ -236,8 +245,12 @@ class MuSeGNN:
         layer
             Layer with counts for ``features='expression'`` (``None``: ``X``).
         """
+        _check_mudata(mdata, "MuSeGNN.setup_mudata")
         if features not in ("graph", "expression"):
             msg = f"`features` must be 'graph' or 'expression', got {features!r}."
+            raise ValueError(msg)
+        if mods is not None and not isinstance(mods, str) and len(set(mods)) < len(list(mods)):
+            msg = f"`mods` lists a modality more than once: {list(mods)}."
             raise ValueError(msg)
         graphs = read_graphs(mdata, graph_key=graph_key, mods=mods, features=features, layer=layer)
         setup: dict[str, Any] = {"graph_key": graph_key, "mods": [g.name for g in graphs], "features": features}
@@ -282,7 +295,9 @@ class MuSeGNN:
         One epoch visits every graph ``i`` once, in order; each visit is one Adam step on
         ``L_BCE(i) + lambda_sim L_Sim(i, j) + lambda_contrastive L_InfoNCE(i, j)`` for a partner ``j`` drawn uniformly
         from the other graphs and encoded with gradients. Calling :meth:`train` again continues from the current
-        weights (with a new optimiser) and appends to :attr:`history`.
+        weights (with a new optimiser) and appends to :attr:`history`. If training stops early (Ctrl-C, a NaN loss or an
+        exception, which is re-raised), the model keeps the weights of its last complete epoch, :attr:`history` lists
+        exactly those epochs, and the module is back in eval mode.
 
         Parameters
         ----------
@@ -348,6 +363,8 @@ class MuSeGNN:
         from ._pairs import PairCache, neighbour_lists
         from ._training import GraphIndexDataset, LossConfig, MuSeGNNTrainingPlan, collate_single
 
+        check_train_kwargs(trainer_kwargs, caller="MuSeGNN.train")
+        _check_train_numbers(locals())
         if sim_reduction not in ("sum", "mean"):
             msg = f"`sim_reduction` must be 'sum' or 'mean', got {sim_reduction!r}."
             raise ValueError(msg)
@@ -423,6 +440,7 @@ class MuSeGNN:
             "deterministic": False,
         }
         kwargs.update(trainer_kwargs)
+        previous_params, n_before = self.train_params_, len(self.history_)
         self.train_params_ = {
             "max_epochs": int(max_epochs),
             **dict(config.__dict__.items()),
@@ -432,32 +450,51 @@ class MuSeGNN:
         in_main = threading.current_thread() is threading.main_thread()
         prev_sigint = signal.getsignal(signal.SIGINT) if in_main else None
         interrupted = False
+        error: BaseException | None = None
+        trainer = None
         self.module.train()
         with _quiet_lightning(progress_bar):
-            trainer = pl.Trainer(**kwargs)
             try:
+                trainer = pl.Trainer(**kwargs)
                 trainer.fit(plan, train_dataloaders=loader, ckpt_path=ckpt_path)
-            except SystemExit:
+            except SystemExit as err:
                 # Lightning answers Ctrl-C by tearing down and calling sys.exit(1); keep the model instead.
-                if not trainer.interrupted:
-                    raise
-                interrupted = True
+                if trainer is None or not trainer.interrupted:
+                    error = err
+                else:
+                    interrupted = True
             except KeyboardInterrupt:
                 interrupted = True
+            except BaseException as err:  # noqa: BLE001 - re-raised below, once the model is consistent again
+                error = err
             finally:
                 set_flush_denormal_all_threads(False)  # also after an interrupt (the plan sets it at the start)
                 if in_main and prev_sigint is not None:
                     signal.signal(signal.SIGINT, prev_sigint)
-        self.train_params_["world_size"] = int(trainer.world_size)
+        if interrupted or error is not None:
+            # Lightning skips `on_train_end` here: weights back to the last complete epoch, history to match
+            plan.restore_last_complete_epoch()
+        if trainer is not None:
+            self.train_params_["world_size"] = int(trainer.world_size)
         self.module = plan.module.cpu()
         self.module.eval()
         self.history_ = [dict(r) for r in plan.history]
         self.is_trained_ = len(self.history_) > 0
         self._tensors = [g.to(torch.device("cpu")) for g in self._tensors]
+        if (error is not None or interrupted) and len(self.history_) == n_before:
+            # no epoch of this call was kept: the parameters stay those that trained the epochs the model has
+            self.train_params_ = previous_params
+        if error is not None:
+            error.add_note(
+                f"MuSeGNN.train: training stopped; the model keeps the weights of its last complete epoch "
+                f"({len(self.history_)} epoch(s) in the history, {len(self.history_) - n_before} of them from this "
+                "call) and is in eval mode."
+            )
+            raise error
         if interrupted:
             warnings.warn(
-                f"Training interrupted after {len(self.history_)} complete epoch(s); the model keeps its current "
-                "weights and history. Call `train()` again to continue.",
+                f"Training interrupted after {len(self.history_)} complete epoch(s); the model keeps the weights of "
+                "the last complete epoch and its history. Call `train()` again to continue.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -505,8 +542,25 @@ class MuSeGNN:
         df["epoch"] = df["epoch"].astype(int)
         return df.set_index("epoch")[list(LOSS_TERMS)]
 
+    def _warn_if_untrained(self, getter: str) -> None:
+        if not self.is_trained_:
+            warnings.warn(
+                f"`MuSeGNN.{getter}` on a model that has not been trained: the embeddings come from random initial "
+                "weights and mean nothing yet. Call `model.train()` first (or load a trained model with "
+                "`MuSeGNN.load`).",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def get_latent_representation(self) -> dict[str, np.ndarray]:
-        """Embedding of each dataset's genes, ``{dataset: n_genes x n_latent}``, in graph-node order."""
+        """Embedding of each dataset's genes, ``{dataset: n_genes x n_latent}``, in graph-node order.
+
+        Warns if the model has not been trained (the embeddings would come from random weights).
+        """
+        self._warn_if_untrained("get_latent_representation")
+        return self._latent()
+
+    def _latent(self) -> dict[str, np.ndarray]:
         import torch
 
         self.module.eval()
@@ -521,6 +575,8 @@ class MuSeGNN:
     def get_gene_embeddings(self) -> AnnData:
         """Gene-level AnnData with one row per (dataset, gene).
 
+        Warns if the model has not been trained (the embeddings would come from random weights).
+
         Returns
         -------
         AnnData with index ``'<dataset>:<gene>'``; ``obs`` columns ``gene``, ``dataset``, ``omics``, ``tissue``,
@@ -530,7 +586,8 @@ class MuSeGNN:
         """
         from anndata import AnnData
 
-        emb = self.get_latent_representation()
+        self._warn_if_untrained("get_gene_embeddings")
+        emb = self._latent()
         common = set.intersection(*(set(g.genes) for g in self.graphs))
         obs = pd.concat(
             [
@@ -573,21 +630,32 @@ class MuSeGNN:
     def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Save the model to ``dir_path/model.pt`` (weights, parameters, history and the graphs).
 
-        The directory is written to a temporary sibling first and renamed into place, so an interrupted save never
-        leaves a half-written model. The graphs are stored too, so :meth:`load` works without the MuData.
+        The file holds tensors, lists, dicts and strings only, so :meth:`load` reads it with
+        ``torch.load(weights_only=True)``, which runs no code from the file. It is written atomically: a new directory
+        is written to a temporary sibling and renamed into place, and an existing model is replaced by writing a
+        temporary file next to ``model.pt`` and renaming it over it, so an interrupted save never leaves a
+        half-written model. The graphs are stored too, so :meth:`load` works without the MuData.
 
         Parameters
         ----------
         dir_path
             Directory to create.
         overwrite
-            Replace an existing directory.
+            Replace the ``model.pt`` of an existing directory (other files in it are left alone).
+
+        Examples
+        --------
+        >>> model.save("musegnn_model", overwrite=True)
+        >>> model = msg.model.MuSeGNN.load("musegnn_model")
         """
         import torch
 
         path = Path(dir_path)
         if path.exists() and not overwrite:
             msg = f"{path} already exists. Pass `overwrite=True` to replace it, or choose another directory."
+            raise FileExistsError(msg)
+        if path.exists() and not path.is_dir():
+            msg = f"{path} exists and is a file, not a directory: `save` writes a directory. Choose another path."
             raise FileExistsError(msg)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -600,16 +668,22 @@ class MuSeGNN:
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "graphs": [_graph_payload(g) for g in self.graphs],
         }
+        payload["checksum"] = _checksum(payload)
+        if path.exists():
+            # only model.pt is replaced, by a rename within the directory: the user's other files stay
+            fd, name = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", suffix=".tmp", dir=path)
+            os.close(fd)
+            tmp_file = Path(name)
+            try:
+                torch.save(payload, tmp_file)
+                os.replace(tmp_file, path / MODEL_FILE)
+            finally:
+                tmp_file.unlink(missing_ok=True)
+            return
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             torch.save(payload, tmp / MODEL_FILE)
-            if path.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-                os.replace(path, old / path.name)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            os.replace(tmp, path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -618,30 +692,59 @@ class MuSeGNN:
     def load(cls, dir_path: str | os.PathLike, mdata: MuData | None = None) -> MuSeGNN:
         """Load a model saved with :meth:`save`.
 
+        The file is read with ``torch.load(weights_only=True)`` (no code from the file runs). A missing directory
+        raises :class:`FileNotFoundError`; a damaged, truncated or foreign file a :class:`ValueError` that names it.
+
         Parameters
         ----------
         dir_path
             Directory written by :meth:`save`.
         mdata
-            Optional MuData to attach: its graphs (read with the saved :meth:`setup_mudata` arguments) must have the
-            saved genes. Without it, the graphs stored with the model are used. Either way the embeddings are those
-            of the saved model, bit for bit.
-        """
-        import torch
+            Optional MuData to attach: it must hold every modality the model was trained on, and their graphs (read
+            with the saved :meth:`setup_mudata` arguments) must have the saved genes. Without it, the graphs stored
+            with the model are used. Either way the embeddings are those of the saved model, bit for bit.
 
-        file = Path(dir_path) / MODEL_FILE
+        Returns
+        -------
+        The model, in eval mode, with its history.
+
+        Examples
+        --------
+        >>> model = msg.model.MuSeGNN.load("musegnn_model")
+        >>> gdata = model.get_gene_embeddings()
+        """
+        path = Path(dir_path)
+        file = path / MODEL_FILE
+        if path.is_file():
+            msg = (
+                f"{path} is a file: `MuSeGNN.load` takes the directory given to `MuSeGNN.save` "
+                f"(the one that holds {MODEL_FILE})."
+            )
+            raise ValueError(msg)
         if not file.exists():
             msg = f"No saved model at {file}. Pass the directory given to `MuSeGNN.save`."
             raise FileNotFoundError(msg)
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-        if payload.get("format") != _FORMAT:
-            msg = f"{file} has format {payload.get('format')!r}; this version reads format {_FORMAT}."
-            raise ValueError(msg)
-        saved = [_graph_from_payload(p) for p in payload["graphs"]]
+        if mdata is not None:
+            _check_mudata(mdata, "MuSeGNN.load")
+        payload = _read_payload(file)
+        try:
+            saved = [_graph_from_payload(p) for p in payload["graphs"]]
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            msg = f"{file} is damaged: its stored graphs cannot be read ({type(err).__name__}: {err})."
+            raise ValueError(msg) from None
         if mdata is None:
             graphs = saved
         else:
-            graphs = read_graphs(mdata, **payload["setup_args"])
+            names = [s.name for s in saved]
+            missing = [n for n in names if n not in mdata.mod]
+            if missing:
+                msg = (
+                    f"The MuData lacks modality(ies) {missing} of the model saved in {file} (its modalities: "
+                    f"{list(mdata.mod.keys())}). Pass `mdata=` the MuData the model was trained on, with every "
+                    "modality, or load without `mdata` to use the graphs saved with the model."
+                )
+                raise KeyError(msg)
+            graphs = read_graphs(mdata, **{**payload["setup_args"], "mods": names})
             for g, s in zip(graphs, saved, strict=True):
                 if g.name != s.name or not np.array_equal(g.genes, s.genes):
                     msg = (
@@ -651,8 +754,16 @@ class MuSeGNN:
                     )
                     raise ValueError(msg)
         model = cls.__new__(cls)
-        model._build(graphs, payload["setup_args"], payload["init_params"])
-        model.module.load_state_dict(payload["state_dict"])
+        try:
+            model._build(graphs, payload["setup_args"], payload["init_params"])
+            model.module.load_state_dict(payload["state_dict"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            msg = (
+                f"{file} is damaged or was written for other graphs: its weights do not fit the model it describes "
+                f"({type(err).__name__}: {reason}). Save the model again with `model.save(dir, overwrite=True)`."
+            )
+            raise ValueError(msg) from None
         model.module.eval()
         model.history_ = [dict(r) for r in payload["history"]]
         model.is_trained_ = bool(payload["is_trained"])
@@ -679,6 +790,185 @@ class MuSeGNN:
                 f"(density {g.density:.2f}, {'dense' if dense else 'sparse'} attention), {g.features.shape[1]} features"
             )
         return "\n".join(lines)
+
+
+#: What :meth:`MuSeGNN.save` writes: payload key -> type.
+_PAYLOAD_TYPES = {
+    "format": int,
+    "setup_args": dict,
+    "init_params": dict,
+    "train_params": dict,
+    "history": list,
+    "is_trained": bool,
+    "state_dict": dict,
+    "graphs": list,
+}
+_GRAPH_KEYS = ("name", "omics", "tissue", "species", "genes", "features", "indptr", "indices", "n_genes")
+_INIT_KEYS = ("n_latent", "share_by", "heads_dataset", "heads_shared", "decoder", "attention", "seed")
+
+
+def _read_payload(file: Path) -> dict[str, Any]:
+    """Read ``model.pt`` safely and check its layout; any problem is one :class:`ValueError` naming the file."""
+    import pickle
+
+    import torch
+
+    fix = "Save the model again with `model.save(dir, overwrite=True)`, or pass the directory of another saved model."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols of foreign files
+            payload = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        msg = (
+            f"{file} is not a model saved by `MuSeGNN.save`: it holds Python objects other than tensors, lists and "
+            f"dicts, which are not read (loading them could run code from the file). {fix}"
+        )
+        raise ValueError(msg) from None
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, EOFError, KeyError, OSError ... here
+        msg = (
+            f"{file} cannot be read: it is damaged, truncated or not a file written by `MuSeGNN.save` "
+            f"({type(err).__name__} while reading it). {fix}"
+        )
+        raise ValueError(msg) from None
+    if not isinstance(payload, dict):
+        msg = f"{file} holds a {type(payload).__name__}, not a model saved by `MuSeGNN.save`. {fix}"
+        raise ValueError(msg)
+    if "format" in payload and (not isinstance(payload["format"], int) or payload["format"] != _FORMAT):
+        msg = (
+            f"{file} has format {payload['format']!r}; this version of musegnn_sc reads format {_FORMAT}. "
+            "Load it with the version that saved it, or save the model again."
+        )
+        raise ValueError(msg)
+    missing = [k for k in _PAYLOAD_TYPES if k not in payload]
+    wrong = [k for k, t in _PAYLOAD_TYPES.items() if k in payload and not isinstance(payload[k], t)]
+    problems = []
+    if missing:
+        problems.append(f"missing entries {missing}")
+    if wrong:
+        problems.append(f"entries of the wrong type {wrong}")
+    if not problems:
+        init = payload["init_params"]
+        if not all(k in init for k in _INIT_KEYS):
+            problems.append(f"`init_params` lacks {[k for k in _INIT_KEYS if k not in init]}")
+        if "mods" not in payload["setup_args"]:
+            problems.append("`setup_args` lacks 'mods'")
+        if not payload["graphs"]:
+            problems.append("no graph")
+        for n, g in enumerate(payload["graphs"]):
+            if not isinstance(g, dict) or any(k not in g for k in _GRAPH_KEYS):
+                problems.append(f"graph {n} is incomplete")
+                break
+        if not all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
+            problems.append("`state_dict` holds non-tensors")
+    if problems:
+        msg = f"{file} is not a complete model saved by `MuSeGNN.save` ({'; '.join(problems)}). {fix}"
+        raise ValueError(msg)
+    # files written before the checksum was added have none; a zip archive does not verify its records itself
+    if "checksum" in payload and payload["checksum"] != _checksum(payload):
+        msg = f"{file} is damaged: its weights or graphs differ from what was saved (checksum mismatch). {fix}"
+        raise ValueError(msg)
+    return payload
+
+
+def _checksum(payload: dict[str, Any]) -> str:
+    """SHA-256 of the weights and graphs of a payload (names, shapes, dtypes and bytes), with its parameters."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def add(name: str, value: Any) -> None:
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+        else:
+            h.update(repr(value).encode())
+
+    for key in ("format", "setup_args", "init_params", "train_params", "history", "is_trained"):
+        add(key, payload.get(key))
+    for k in sorted(payload["state_dict"]):
+        add(f"state_dict/{k}", payload["state_dict"][k])
+    for n, g in enumerate(payload["graphs"]):
+        for k in _GRAPH_KEYS:
+            add(f"graphs/{n}/{k}", g.get(k))
+    return h.hexdigest()
+
+
+def _check_mudata(mdata, caller: str) -> None:
+    """Reject anything but a MuData, with the fix for the usual mistake (an AnnData)."""
+    from anndata import AnnData
+    from mudata import MuData
+
+    if isinstance(mdata, MuData):
+        return
+    if isinstance(mdata, AnnData):
+        msg = (
+            f"`{caller}` takes a MuData with one modality per dataset, got an AnnData. Wrap a single dataset as "
+            "`mudata.MuData({'rna': adata})` (several datasets: one modality each)."
+        )
+        raise TypeError(msg)
+    msg = f"`{caller}` takes a MuData with one modality per dataset, got {type(mdata).__name__}."
+    raise TypeError(msg)
+
+
+#: Numeric options of :meth:`MuSeGNN.train`: (integer?, lowest allowed value, is the lowest value allowed?).
+_TRAIN_NUMBERS = {
+    "max_epochs": (True, 1, True),
+    "lr_encoder": (False, 0, False),
+    "lr_decoder": (False, 0, False),
+    "lambda_sim": (False, 0, True),
+    "lambda_contrastive": (False, 0, True),
+    "temperature": (False, 0, False),
+    "n_contrastive": (True, 1, True),
+    "early_stopping_patience": (True, 0, True),
+    "early_stopping_min_delta": (False, 0, True),
+    "checkpoint_every": (True, 1, True),
+    "seed": (True, 0, True),
+}
+
+
+def _check_train_numbers(options: dict[str, Any]) -> None:
+    """Type and range of the numeric options of :meth:`MuSeGNN.train`, checked before anything runs."""
+    import numbers
+
+    for name, (integer, low, inclusive) in _TRAIN_NUMBERS.items():
+        if name not in options:
+            continue
+        value = options[name]
+        kind = numbers.Integral if integer else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, kind):
+            msg = f"`{name}` must be {'an integer' if integer else 'a number'}, got {value!r} ({type(value).__name__})."
+            raise TypeError(msg)
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            msg = f"`{name}` must be {'at least' if inclusive else 'greater than'} {low}, got {value!r}."
+            raise ValueError(msg)
+
+
+def check_train_kwargs(kwargs: dict[str, Any], *, caller: str) -> None:
+    """Reject options that neither :meth:`MuSeGNN.train` nor :class:`lightning.pytorch.Trainer` takes, before any work."""
+    import difflib
+    import inspect
+
+    import lightning.pytorch as pl
+
+    trainer_args = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    train_args = set(inspect.signature(MuSeGNN.train).parameters) - {"self", "trainer_kwargs"}
+    unknown = [k for k in kwargs if k not in trainer_args | train_args]
+    if not unknown:
+        return
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, sorted(train_args | trainer_args), n=1)
+        if close:
+            hints.append(f"`{k}` -> `{close[0]}`?")
+    msg = (
+        f"`{caller}` got unknown option(s) {unknown}: they are neither options of `MuSeGNN.train` nor arguments of "
+        "`lightning.pytorch.Trainer`." + (f" Did you mean: {', '.join(hints)}" if hints else "")
+    )
+    raise TypeError(msg)
 
 
 def _setup_from_uns(setup) -> dict[str, Any]:

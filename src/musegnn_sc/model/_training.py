@@ -100,6 +100,7 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         self._device_graphs: dict[int, GraphTensors] = {}
         self._sums = torch.zeros(len(LOSS_TERMS) + 1)
         self._snapshot: dict[str, torch.Tensor] | None = None
+        self._snapshot_rows = len(self.history)
 
     # state carried in checkpoints and across ddp_spawn (it travels inside the state dict)
     def get_extra_state(self) -> Any:
@@ -197,16 +198,20 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         )
         return loss
 
+    def _take_snapshot(self) -> None:
+        """Keep the current weights with the number of history rows they belong to."""
+        self._snapshot = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        self._snapshot_rows = len(self.history)
+
     def on_train_start(self) -> None:
-        """Flush float denormals to zero on every CPU thread while training (see :mod:`._denormals`)."""
+        """Keep the starting weights; flush float denormals to zero on every CPU thread (see :mod:`._denormals`)."""
+        self._take_snapshot()
         if self.device.type == "cpu":
             set_flush_denormal_all_threads(True)
 
     def on_train_epoch_start(self) -> None:
-        """Keep the weights of the last complete epoch, to fall back on if a loss becomes NaN."""
+        """Reset the epoch's loss sums."""
         self._sums = torch.zeros(len(LOSS_TERMS) + 1)
-        if self.nan_event is None:
-            self._snapshot = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
 
     def on_train_epoch_end(self) -> None:
         """Average the loss terms over the epoch's steps (and DDP ranks) into one history row."""
@@ -217,15 +222,30 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         row = {"epoch": float(self.global_epoch)}
         row.update({k: float(sums[n] / sums[-1]) for n, k in enumerate(LOSS_TERMS)})
         self.history.append(row)
+        # the weights of the last complete epoch, to fall back on after a NaN loss, an interrupt or an exception
+        self._take_snapshot()
         self.log("train_loss", row["loss"], on_step=False, on_epoch=True, prog_bar=False, batch_size=1)
 
     def on_train_end(self) -> None:
         """Fall back on the last good weights after a NaN loss; free the device copies of the graphs."""
-        if self.nan_event is not None and self._snapshot is not None:
-            self.module.load_state_dict(self._snapshot)
+        if self.nan_event is not None:
+            self.restore_last_complete_epoch()
         self._device_graphs.clear()
         self._snapshot = None
         set_flush_denormal_all_threads(False)
+
+    def restore_last_complete_epoch(self) -> None:
+        """Put back the weights of the last complete epoch and drop any history row recorded after them.
+
+        Called after a NaN loss, and by :meth:`musegnn_sc.model.MuSeGNN.train` when training stops on an interrupt or
+        an exception (Lightning does not call :meth:`on_train_end` then), so that weights and history always describe
+        the same epochs. Without a snapshot (training stopped before its first step) nothing has moved.
+        """
+        if self._snapshot is not None:
+            self.module.load_state_dict(self._snapshot)
+            del self.history[self._snapshot_rows :]
+        self._device_graphs.clear()
+        self._snapshot = None
 
 
 def finite_history(history: list[dict[str, float]]) -> bool:
