@@ -12,7 +12,7 @@ from musegnn_sc.datasets._simulate import NO_MODULE, TRUTH_KEY
 
 
 def toy_module_gdata(
-    mdata: MuData, *, n_dims: int = 16, key_added: str = "leiden", background: bool = False, seed: int = 0
+    mdata: MuData, *, n_dims: int = 32, key_added: str = "leiden", background: bool = False, seed: int = 0
 ) -> AnnData:
     """Gene-level AnnData holding the planted modules of :func:`toy_mudata` as if :func:`~musegnn_sc.tl.gene_modules` had found them.
 
@@ -60,8 +60,8 @@ def toy_module_gdata(
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     idx = genes["module"].astype(str).map({m: i for i, m in enumerate(modules)}).to_numpy()
     loading = genes["loading"].to_numpy(dtype=np.float64)
-    # distance to the centre: small for the largest loadings (0.4 to 1.1 relative units)
-    spread = np.where(loading > 0, 1.5 - loading, 1.0)
+    # distance to the centre: small for the largest loadings (0.2 for a loading of 1.1, 1.6 for 0.4)
+    spread = np.where(loading > 0, 0.2 + 2.0 * np.clip(1.1 - loading, 0.0, None), 1.0)
     noise = rng.normal(size=(len(genes), n_dims)) / np.sqrt(n_dims)
     emb = centres[idx] + spread[:, None] * noise
     obs = pd.DataFrame(
