@@ -138,7 +138,13 @@ def module_network(
         msg = "`edges='coexpression'` needs the cells: pass `adata`."
         raise ValueError(msg)
     hubs = hub_genes(
-        gdata, adata, modules_key=modules_key, n=n, modules=modules, use_rep=use_rep, layer=layer,
+        gdata,
+        adata,
+        modules_key=modules_key,
+        n=n,
+        modules=modules,
+        use_rep=use_rep,
+        layer=layer,
         gene_symbols=gene_symbols,
     )
     size_col = "kME" if adata is not None else "centrality"
@@ -147,7 +153,14 @@ def module_network(
         msg = "No hub gene to draw: no module gene has a kME in `adata` (check the gene identifiers)."
         raise ValueError(msg)
     edge_list = hub_edges(
-        gdata, hubs, adata, modules_key=modules_key, edges=edges, n_edges=n_edges, use_rep=use_rep, layer=layer,
+        gdata,
+        hubs,
+        adata,
+        modules_key=modules_key,
+        edges=edges,
+        n_edges=n_edges,
+        use_rep=use_rep,
+        layer=layer,
         gene_symbols=gene_symbols,
     )
     G = nx.Graph()
@@ -165,8 +178,14 @@ def module_network(
     widths = [0.5 + 3.0 * max(d["weight"], 0.0) for _, _, d in G.edges(data=True)]
     nx.draw_networkx_edges(G, pos, ax=ax, width=widths, edge_color="0.6", alpha=0.7)
     nx.draw_networkx_nodes(
-        G, pos, ax=ax, nodelist=nodes, node_size=scaled, node_color=[colors[G.nodes[v]["module"]] for v in nodes],
-        edgecolors="black", linewidths=0.5,
+        G,
+        pos,
+        ax=ax,
+        nodelist=nodes,
+        node_size=scaled,
+        node_color=[colors[G.nodes[v]["module"]] for v in nodes],
+        edgecolors="black",
+        linewidths=0.5,
     )
     if labels:
         nx.draw_networkx_labels(G, pos, ax=ax, labels={v: G.nodes[v]["gene"] for v in nodes}, font_size=7)

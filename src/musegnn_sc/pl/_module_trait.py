@@ -94,7 +94,12 @@ def module_trait(
                 v = r.iat[i, j]
                 if np.isfinite(v):
                     ax.text(
-                        j, i, f"{v:.2f}\n{stars(p.iat[i, j])}", ha="center", va="center", fontsize=7,
+                        j,
+                        i,
+                        f"{v:.2f}\n{stars(p.iat[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
                         color="white" if abs(v) > 0.6 else "black",
                     )
     fig.colorbar(im, ax=ax, label="correlation", shrink=0.8)

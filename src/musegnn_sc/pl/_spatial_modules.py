@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from anndata import AnnData
@@ -23,8 +25,8 @@ def spatial_modules(
     cmap: str = "viridis",
     show: bool | None = None,
     save: str | Path | None = None,
-    **kwargs,
-):
+    **kwargs: Any,
+) -> list | None:
     """Maps of module scores on the spots, titled with their Moran's I, by :func:`squidpy.pl.spatial_scatter`.
 
     Parameters
@@ -60,11 +62,11 @@ def spatial_modules(
     >>> msg.pl.spatial_modules(visium, n=4)
     """
     import matplotlib.pyplot as plt
-    import squidpy as sq
 
     from musegnn_sc.tl._module_traits import get_scores
-    from musegnn_sc.tl._spatial_modules import scores_anndata
+    from musegnn_sc.tl._spatial_modules import import_squidpy, quiet_spatialdata, scores_anndata
 
+    sq = import_squidpy()
     scores = get_scores(adata, scores_key)
     if spatial_key not in adata.obsm:
         msg = f"`adata.obsm[{spatial_key!r}]` not found: spatial maps need spot coordinates."
@@ -87,9 +89,12 @@ def spatial_modules(
     if "spatial" not in adata.uns:
         kwargs.setdefault("shape", None)
     kwargs.setdefault("ncols", min(3, len(modules)))
-    sq.pl.spatial_scatter(
-        tmp, color=modules, title=titles, spatial_key=spatial_key, cmap=cmap, return_ax=True, **kwargs
-    )
+    with quiet_spatialdata(), warnings.catch_warnings():
+        # squidpy's own use of matplotlib's Colormap.set_bad (pending deprecation), nothing the user can change
+        warnings.filterwarnings("ignore", message="The set_bad function", category=PendingDeprecationWarning)
+        sq.pl.spatial_scatter(
+            tmp, color=modules, title=titles, spatial_key=spatial_key, cmap=cmap, return_ax=True, **kwargs
+        )
     fig = plt.gcf()
     axes = [a for a in fig.axes if a.get_label() != "<colorbar>"]
     if save is not None:

@@ -131,9 +131,7 @@ def hub_genes(
     vectors = module_gene_vectors(gdata, membership, modules_key, use_rep)
     kme: dict[str, pd.Series] = {}
     if adata is not None:
-        for module, (Xm, names) in module_expression(
-            adata, membership, layer=layer, gene_symbols=gene_symbols
-        ).items():
+        for module, (Xm, names) in module_expression(adata, membership, layer=layer, gene_symbols=gene_symbols).items():
             me, _, _ = eigengene(Xm)
             kme[module] = pd.Series(column_correlation(Xm, me), index=names).groupby(level=0).first()
     frames = []

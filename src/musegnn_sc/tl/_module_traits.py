@@ -31,7 +31,9 @@ def get_scores(adata: AnnData, scores_key: str) -> pd.DataFrame:
         raise KeyError(msg)
     scores = adata.obsm[scores_key]
     if not isinstance(scores, pd.DataFrame):
-        scores = pd.DataFrame(np.asarray(scores), index=adata.obs_names, columns=[str(i) for i in range(scores.shape[1])])
+        scores = pd.DataFrame(
+            np.asarray(scores), index=adata.obs_names, columns=[str(i) for i in range(scores.shape[1])]
+        )
     return scores.astype(np.float64)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from mudata import MuData
 from scipy import sparse
 
 from musegnn_sc import _logging
@@ -317,7 +319,7 @@ def _score_one(
 
 
 def score_modules(
-    adata,
+    adata: AnnData | MuData,
     gdata: AnnData,
     *,
     modules_key: str = "leiden",
@@ -329,8 +331,8 @@ def score_modules(
     key_added: str = SCORES_KEY,
     mods: str | Sequence[str] | None = None,
     copy: bool = False,
-    **kwargs,
-):
+    **kwargs: Any,
+) -> AnnData | MuData | None:
     """Score gene modules on cells: module eigengenes (WGCNA, hdWGCNA) or any decoupler method.
 
     Each module of ``gdata.obs[modules_key]`` (from :func:`musegnn_sc.tl.gene_modules`) is the set of genes
@@ -402,12 +404,8 @@ def score_modules(
     >>> sc.pl.umap(dc.pp.get_obsm(adata, "module_scores"), color=["0", "1"])  # scores on the cell UMAP
     >>> msg.tl.score_modules(mdata, gdata, mods=["rna", "atac"], gene_symbols="symbol")
     """
-    from mudata import MuData
-
     if method != "eigengene" and method not in DECOUPLER_METHODS:
-        msg = (
-            f"Unknown `method={method!r}`: use 'eigengene' or a decoupler method ({', '.join(DECOUPLER_METHODS)})."
-        )
+        msg = f"Unknown `method={method!r}`: use 'eigengene' or a decoupler method ({', '.join(DECOUPLER_METHODS)})."
         raise ValueError(msg)
     if method == "eigengene" and kwargs:
         msg = f"Option(s) {', '.join(kwargs)} apply to decoupler methods only, not to `method='eigengene'`."
@@ -419,7 +417,9 @@ def score_modules(
         names = list(adata.mod) if mods is None else ([mods] if isinstance(mods, str) else list(mods))
         missing = [m for m in names if m not in adata.mod]
         if missing:
-            msg = f"Modality(ies) {', '.join(map(repr, missing))} not in the MuData (modalities: {', '.join(adata.mod)})."
+            msg = (
+                f"Modality(ies) {', '.join(map(repr, missing))} not in the MuData (modalities: {', '.join(adata.mod)})."
+            )
             raise KeyError(msg)
         targets = [(name, f"modality {name!r}") for name in names]
     elif isinstance(adata, AnnData):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -10,6 +14,26 @@ from musegnn_sc import _logging
 from musegnn_sc._keys import SPATIAL
 from musegnn_sc.tl._module_traits import get_scores
 from musegnn_sc.tl._score_modules import SCORES_KEY
+
+
+def import_squidpy():
+    """squidpy, imported without its import-time docstring SyntaxWarnings and dependency deprecation notices."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import squidpy as sq
+    return sq
+
+
+@contextlib.contextmanager
+def quiet_spatialdata():
+    """Silence the INFO log squidpy writes through spatialdata's logger when it builds a graph."""
+    sd_logger = logging.getLogger("spatialdata._logging")
+    level = sd_logger.level
+    sd_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        sd_logger.setLevel(level)
 
 
 def scores_anndata(adata: AnnData, scores: pd.DataFrame, spatial_key: str) -> AnnData:
@@ -58,7 +82,10 @@ def spatial_modules(
     n_neighs
         Neighbours per spot when the graph is built (squidpy's ``n_neighs``).
     coord_type
-        squidpy's ``coord_type`` (``"grid"`` for Visium, ``"generic"``); ``None`` lets squidpy decide.
+        Graph of a missing ``obsp[connectivity_key]``: ``"grid"`` (hexagonal rings of a Visium array,
+        :func:`squidpy.gr.spatial_neighbors_grid`) or ``"generic"`` (``n_neighs`` nearest neighbours,
+        :func:`squidpy.gr.spatial_neighbors_knn`); ``None``: ``"grid"`` when ``uns['spatial']`` (Visium metadata)
+        is present, else ``"generic"``.
     n_perms
         Permutations for squidpy's permutation p-value (``None``: analytic p-values only).
     seed
@@ -79,8 +106,7 @@ def spatial_modules(
     >>> msg.tl.spatial_modules(visium).head()
     >>> msg.pl.spatial_modules(visium)
     """
-    import squidpy as sq
-
+    sq = import_squidpy()
     scores = get_scores(adata, scores_key)
     if spatial_key not in adata.obsm:
         avail = ", ".join(repr(k) for k in adata.obsm) or "none"
@@ -95,7 +121,16 @@ def spatial_modules(
     tmp = scores_anndata(adata, scores, spatial_key)
     built = connectivity_key not in adata.obsp
     if built:
-        sq.gr.spatial_neighbors(tmp, spatial_key=spatial_key, coord_type=coord_type, n_neighs=n_neighs)
+        kind = coord_type or ("grid" if "spatial" in adata.uns else "generic")
+        if kind not in ("grid", "generic"):
+            msg = f"`coord_type` must be 'grid', 'generic' or None, got {coord_type!r}."
+            raise ValueError(msg)
+        builder = getattr(sq.gr, "spatial_neighbors_grid" if kind == "grid" else "spatial_neighbors_knn", None)
+        with quiet_spatialdata():
+            if builder is not None:  # squidpy >= 1.8.2
+                builder(tmp, spatial_key=spatial_key, n_neighs=n_neighs)
+            else:
+                sq.gr.spatial_neighbors(tmp, spatial_key=spatial_key, coord_type=kind, n_neighs=n_neighs)
         conn = "spatial_connectivities"
     else:
         tmp.obsp[connectivity_key] = adata.obsp[connectivity_key]
