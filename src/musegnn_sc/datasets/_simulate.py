@@ -134,6 +134,8 @@ def toy_mudata(
     include_mouse: bool = True,
     include_atac: bool = True,
     include_spatial: bool = True,
+    n_samples: int = 0,
+    condition_effect: float = 1.0,
     seed: int = 0,
 ) -> MuData:
     """Simulate unpaired single-cell datasets with planted gene modules shared across some of them.
@@ -155,7 +157,12 @@ def toy_mudata(
     - one is specific to ``rna_lung_1`` and one to ``spatial_brain_1`` (spatial waves), with genes found in that
       dataset only.
 
-    (Roles whose dataset is not included are left out, and the modules are shared instead.) Other genes are
+    (Roles whose dataset is not included are left out, and the modules are shared instead.) With ``n_samples``,
+    the cells of every dataset come from ``n_samples`` samples (``obs['sample']``), the first half controls and the
+    others stimulated (``obs['condition']``: ``'ctrl'``, ``'stim'``); in stimulated cells the factor of one shared
+    module (``M2``, or ``M1`` when it is the only one) is raised by ``condition_effect``, and each sample adds its
+    own offset (sd 0.3) to that factor, as biological replicates do. These draws use their own random stream, so
+    every other value is the same as without samples. Other genes are
     background: common to all datasets, or drawn per dataset from a pool, so genes are shared by all, several or one
     dataset. The mouse dataset uses mouse-style names of orthologous genes (``GENE0042`` -> ``Gene0042``) plus
     mouse-only genes (``Gm0007``); some human genes have no orthologue.
@@ -178,6 +185,10 @@ def toy_mudata(
         Add the ATAC gene-activity dataset.
     include_spatial
         Add the spatial dataset.
+    n_samples
+        Samples per dataset (0: no samples, no condition); at least 2 otherwise.
+    condition_effect
+        Shift of the condition module's factor in stimulated cells (with ``n_samples``).
     seed
         Random seed; equal seeds give identical objects.
 
@@ -189,7 +200,11 @@ def toy_mudata(
     the spatial one also ``obsm['spatial']`` and ``var['spatial_pattern']``. ``mdata.uns['toy_truth']`` holds the
     ground truth: ``genes`` (one row per dataset and gene: dataset, gene, human_gene, module, module_kind,
     spatial_pattern), ``modules`` (module, kind, datasets, n_genes, spatial_pattern), ``orthologs`` (human, mouse)
-    and ``params``.
+    and ``params``, plus ``activity`` (``{dataset: DataFrame}``, cells x modules active there: the planted cell
+    factor ``f_c[m]`` of each module, the per-cell module activity) and a ``loading`` column in ``genes`` (the
+    gene's loading ``l_g`` on its module's factor in that dataset, 0 for background genes: the planted hub genes of
+    a module are those with the largest loadings). With ``n_samples``, each modality's ``obs`` has ``sample`` and
+    ``condition``, and the truth holds ``condition`` (``module``, ``effect``).
 
     Examples
     --------
@@ -198,6 +213,9 @@ def toy_mudata(
     >>> list(mdata.mod)
     ['rna_heart_1', 'rna_heart_2', 'rna_lung_1', 'rna_heart_mouse', 'atac_heart_1', 'spatial_brain_1']
     """
+    if n_samples == 1 or n_samples < 0 or int(n_samples) != n_samples:
+        msg = f"`n_samples` must be 0 (no samples) or an integer >= 2, got {n_samples!r}."
+        raise ValueError(msg)
     for name, value, low in (("n_cells", n_cells, 2), ("module_size", module_size, 2), ("n_rna", n_rna, 0)):
         if int(value) != value or value < low:
             msg = f"`{name}` must be an integer >= {low}, got {value!r}."
@@ -208,6 +226,10 @@ def toy_mudata(
         raise ValueError(msg)
     modules = _modules(datasets, n_modules)
     rng = np.random.default_rng(seed)
+    # Samples and condition draw from their own stream, so that the rest of the simulation does not change.
+    rng_samples = np.random.default_rng([seed, 1])
+    shared_names = [m.name for m in modules if m.kind == "shared"]
+    condition_module = shared_names[1] if len(shared_names) > 1 else shared_names[0]
 
     # Universe of human genes, by role. Genes present in every dataset: shared and partial module genes and the
     # common background; genes of specific modules exist in their dataset only; the rest comes from a pool.
@@ -261,6 +283,7 @@ def toy_mudata(
 
     adatas: dict[str, AnnData] = {}
     truth_rows = []
+    activity: dict[str, pd.DataFrame] = {}
     categories = [m.name for m in modules] + [NO_MODULE]
     for d in datasets:
         prof = _PROFILES[d.omics]
@@ -291,10 +314,17 @@ def toy_mudata(
                 ) * rng.standard_normal(n_cells)
             else:
                 factors[m.name] = rng.standard_normal(n_cells)
+        if n_samples:
+            sample = np.sort(rng_samples.integers(0, n_samples, n_cells))
+            stim = sample >= n_samples // 2
+            if condition_module in factors:
+                offset = rng_samples.normal(0.0, 0.3, n_samples)
+                factors[condition_module] = factors[condition_module] + condition_effect * stim + offset[sample]
 
         species_sd = 0.5 if d.species == "mouse" else 0.25
         b = baseline[genes] + prof["shift"] + rng.normal(0.0, species_sd, n_u)
         lam = loading[genes] * rng.uniform(0.8, 1.2, n_u)
+        gene_loading = np.where(gene_module == NO_MODULE, 0.0, lam)
         log_mu = np.broadcast_to(b, (n_cells, n_u)).copy()
         for name, f in factors.items():
             cols = np.flatnonzero(gene_module == name)
@@ -313,6 +343,7 @@ def toy_mudata(
             names = np.concatenate([mouse_names[genes], mouse_only])
             human = np.concatenate([human_names[genes], np.full(n_mouse_only, None, dtype=object)])
             gene_module = np.concatenate([gene_module, np.full(n_mouse_only, NO_MODULE, dtype=object)])
+            gene_loading = np.concatenate([gene_loading, np.zeros(n_mouse_only)])
         else:
             names = human_names[genes]
             human = names
@@ -322,6 +353,7 @@ def toy_mudata(
         counts[rng.integers(0, n_cells, len(undetected)), undetected] = 1
         order = np.argsort(names, kind="stable")
         names, human, gene_module = names[order], human[order], gene_module[order]
+        gene_loading = gene_loading[order]
         X = sparse.csr_matrix(counts[:, order].astype(np.float32))
 
         prefix = "spot" if d.omics == "spatial" else "cell"
@@ -332,6 +364,10 @@ def toy_mudata(
             patterned = [m.name for m in active if m.pattern is not None]
             spatial_pattern = np.isin(gene_module, patterned)
             var["spatial_pattern"] = spatial_pattern
+        if n_samples:
+            obs["sample"] = pd.Categorical([f"{d.name}_s{k}" for k in sample])
+            obs["condition"] = pd.Categorical(np.where(stim, "stim", "ctrl"), categories=["ctrl", "stim"])
+        activity[d.name] = pd.DataFrame(factors, index=obs.index.copy())[[m.name for m in active]]
         adata = AnnData(X=X, obs=obs, var=var)
         adata.uns[OMICS] = d.omics
         adata.uns[TISSUE] = d.tissue
@@ -350,6 +386,7 @@ def toy_mudata(
                     "module": gene_module,
                     "module_kind": [kinds.get(g, NO_MODULE) for g in gene_module],
                     "spatial_pattern": spatial_pattern,
+                    "loading": gene_loading,
                 }
             )
         )
@@ -397,9 +434,14 @@ def toy_mudata(
             "include_mouse": include_mouse,
             "include_atac": include_atac,
             "include_spatial": include_spatial,
+            "n_samples": n_samples,
+            "condition_effect": condition_effect,
             "seed": seed,
         },
+        "activity": activity,
     }
+    if n_samples:
+        mdata.uns[TRUTH_KEY]["condition"] = {"module": condition_module, "effect": condition_effect}
     return mdata
 
 
