@@ -203,6 +203,8 @@ class MuSeGNN:
         self.is_trained_ = False
         self.train_params_: dict[str, Any] = {}
         self._pairs = None
+        #: Reference/query split of a model made by :meth:`load_query_data` (``None`` for other models).
+        self.query_: dict[str, Any] | None = None
 
     @classmethod
     def setup_mudata(
@@ -249,6 +251,64 @@ class MuSeGNN:
             len(graphs),
             ", ".join(f"{g.name} ({g.n_genes} genes)" for g in graphs),
         )
+
+    @classmethod
+    def load_query_data(
+        cls,
+        mdata_query: MuData,
+        reference: MuSeGNN | str | os.PathLike,
+        *,
+        freeze: bool = True,
+        seed: int | None = None,
+    ) -> MuSeGNN:
+        """Map new datasets into a trained model's gene space (scArches-style reference mapping).
+
+        Returns a new model that holds the reference's weights and graphs, and adds a dataset-specific layer ``L_i``
+        and a decoder for each query dataset. With ``freeze=True`` every parameter of the reference (its datasets'
+        layers and decoders, the shared blocks ``D_m`` of each omics type) is frozen, so :meth:`train` fits the
+        query's new layers only and the reference embeddings do not move (bit for bit). :meth:`train` visits the
+        query graphs only, with all three losses; each step's partner is drawn from every other graph (reference
+        datasets and the other query datasets), so ``L_Sim`` pulls the query's genes onto the same genes of the
+        reference. Neither the reference nor its MuData is modified. :func:`musegnn_sc.tl.map_to_reference` does
+        this in one call.
+
+        Parameters
+        ----------
+        mdata_query
+            MuData with one modality per query dataset, each holding a co-expression graph. Registered with
+            :meth:`setup_mudata` (called with its defaults if it was not). Its modality names must differ from the
+            reference's dataset names.
+        reference
+            A trained :class:`MuSeGNN`, or a directory written by :meth:`save`.
+        freeze
+            ``True``: freeze every reference parameter. ``False``: fine-tune everything (the reference's layers
+            move too, through the query steps), and create new shared layers for a query omics type (or omics and
+            tissue, with ``share_by='omics_tissue'``) the reference has none for. With ``freeze=True`` such a query
+            is an error, since a randomly initialised frozen block cannot be aligned.
+        seed
+            Seed of the initialisation of the query's layers (default: the reference's ``seed``).
+
+        Returns
+        -------
+        The combined model (untrained until :meth:`train` is called). :meth:`get_gene_embeddings` returns the
+        reference and query rows (``obs['reference']`` says which; ``include_reference=False`` for the query
+        only); :meth:`save` and :meth:`load` keep the whole model, the reference included.
+
+        Examples
+        --------
+        >>> import mudata as md
+        >>> import musegnn_sc as msg
+        >>> mdata = msg.datasets.toy_mudata(include_mouse=False, include_atac=False, include_spatial=False)
+        >>> msg.pp.build_coexpression_graphs(mdata, n_top_genes=200)
+        >>> reference = msg.model.MuSeGNN(md.MuData({m: mdata.mod[m] for m in ("rna_heart_1", "rna_lung_1")}))
+        >>> reference.train(max_epochs=100)
+        >>> model = msg.model.MuSeGNN.load_query_data(md.MuData({"rna_heart_2": mdata.mod["rna_heart_2"]}), reference)
+        >>> model.train(max_epochs=100)
+        >>> gdata = model.get_gene_embeddings()  # reference and query genes, `obs["reference"]` says which
+        """
+        from ._query import load_query_data
+
+        return load_query_data(cls, mdata_query, reference, freeze=freeze, seed=seed)
 
     # ------------------------------------------------------------------ training
     def train(
@@ -372,7 +432,12 @@ class MuSeGNN:
         if self._pairs is None:
             self._pairs = PairCache([g.genes for g in self.graphs], [g.adjacency for g in self.graphs])
         neighbours = [neighbour_lists(g.adjacency) for g in self.graphs]
-        plan = MuSeGNNTrainingPlan(self.module, self._tensors, self._pairs, neighbours, config, self.history_)
+        plan_cls, plan_kwargs, steps = MuSeGNNTrainingPlan, {}, GraphIndexDataset(len(self.graphs))
+        if self.query_ is not None:
+            from ._query import query_plan
+
+            plan_cls, plan_kwargs, steps = query_plan(self)  # steps on the query graphs, frozen reference
+        plan = plan_cls(self.module, self._tensors, self._pairs, neighbours, config, self.history_, **plan_kwargs)
         cbs = list(callbacks or [])
         if early_stopping:
             cbs.append(
@@ -407,7 +472,7 @@ class MuSeGNN:
                         UserWarning,
                         stacklevel=2,
                     )
-        loader = DataLoader(GraphIndexDataset(len(self.graphs)), batch_size=1, shuffle=False, collate_fn=collate_single)
+        loader = DataLoader(steps, batch_size=1, shuffle=False, collate_fn=collate_single)
         kwargs = {
             "max_epochs": max_epochs,
             "accelerator": accelerator,
@@ -473,6 +538,11 @@ class MuSeGNN:
         logg.finish(f"{len(self.history_)} epoch(s) in the history", t0)
 
     def _check_anchors(self) -> None:
+        if self.query_ is not None:
+            from ._query import check_query_anchors
+
+            check_query_anchors(self, stacklevel=4)
+            return
         if len(self.graphs) == 1:
             warnings.warn(
                 f"Only one dataset ({self.graphs[0].name!r}): MuSe-GNN trains on the graph reconstruction loss alone "
@@ -518,8 +588,16 @@ class MuSeGNN:
                 out[g.name] = z.cpu().numpy().astype(np.float32)
         return out
 
-    def get_gene_embeddings(self) -> AnnData:
+    def get_gene_embeddings(self, *, include_reference: bool = True) -> AnnData:
         """Gene-level AnnData with one row per (dataset, gene).
+
+        Parameters
+        ----------
+        include_reference
+            For a model made by :meth:`load_query_data`: ``True`` returns the rows of the reference and query
+            datasets together, ``False`` the query rows only. Such a model's ``obs`` has a boolean column
+            ``reference`` (the row belongs to a reference dataset) and ``uns['musegnn']['params']['query']`` names
+            the reference and query datasets.
 
         Returns
         -------
@@ -567,6 +645,10 @@ class MuSeGNN:
             ),
             "history": {"epoch": hist.index.to_numpy(dtype=np.int64), **{c: hist[c].to_numpy(float) for c in hist}},
         }
+        if self.query_ is not None or not include_reference:
+            from ._query import mark_reference
+
+            gdata = mark_reference(self, gdata, include_reference)
         return gdata
 
     # ------------------------------------------------------------------ persistence
@@ -600,6 +682,8 @@ class MuSeGNN:
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "graphs": [_graph_payload(g) for g in self.graphs],
         }
+        if self.query_ is not None:
+            payload["query"] = self.query_
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             torch.save(payload, tmp / MODEL_FILE)
@@ -638,10 +722,12 @@ class MuSeGNN:
             msg = f"{file} has format {payload.get('format')!r}; this version reads format {_FORMAT}."
             raise ValueError(msg)
         saved = [_graph_from_payload(p) for p in payload["graphs"]]
+        query = payload.get("query")
         if mdata is None:
             graphs = saved
         else:
-            graphs = read_graphs(mdata, **payload["setup_args"])
+            # a combined model (`load_query_data`) keeps its reference graphs; `mdata` is the query MuData
+            graphs = saved[: int(query["n_reference"]) if query else 0] + read_graphs(mdata, **payload["setup_args"])
             for g, s in zip(graphs, saved, strict=True):
                 if g.name != s.name or not np.array_equal(g.genes, s.genes):
                     msg = (
@@ -657,6 +743,10 @@ class MuSeGNN:
         model.history_ = [dict(r) for r in payload["history"]]
         model.is_trained_ = bool(payload["is_trained"])
         model.train_params_ = dict(payload["train_params"])
+        if query:
+            from ._query import apply_query
+
+            apply_query(model, query)
         return model
 
     # ------------------------------------------------------------------ summary
