@@ -6,6 +6,7 @@ from ._enrichment import enrichment
 from ._evaluate import evaluate, score_methods
 from ._function import predict_gene_function
 from ._genes import aggregate_genes, similar_genes
+from ._map import map_to_reference
 from ._modules import gene_modules
 from ._orthology import orthology_score
 from ._train import train_musegnn
@@ -17,6 +18,7 @@ __all__ = [
     "evaluate",
     "gene_modules",
     "gene_set_coherence",
+    "map_to_reference",
     "orthology_score",
     "predict_gene_function",
     "score_methods",
