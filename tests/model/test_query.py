@@ -72,6 +72,7 @@ def test_frozen_reference_embeddings_do_not_move_bit_for_bit(data):
     # the query layers did train, and only they are trainable
     assert not np.allclose(model.get_latent_representation()["query_rna"], untrained)
     assert len(model.history) == 10
+    assert "reference mapping: 3 reference dataset(s) (frozen), 1 query dataset(s): query_rna" in repr(model)
     n_trainable = sum(p.numel() for p in model.module.parameters() if p.requires_grad)
     n_query = sum(p.numel() for m in (model.module.encoders[3], model.module.decoders[3]) for p in m.parameters())
     assert n_trainable == n_query

@@ -342,7 +342,9 @@ class MuSeGNN:
         One epoch visits every graph ``i`` once, in order; each visit is one Adam step on
         ``L_BCE(i) + lambda_sim L_Sim(i, j) + lambda_contrastive L_InfoNCE(i, j)`` for a partner ``j`` drawn uniformly
         from the other graphs and encoded with gradients. Calling :meth:`train` again continues from the current
-        weights (with a new optimiser) and appends to :attr:`history`.
+        weights (with a new optimiser) and appends to :attr:`history`. For a model made by :meth:`load_query_data`,
+        an epoch visits the query graphs only (partners are still drawn from every other graph), frozen parameters
+        are not optimised, and :attr:`history` records the query's training.
 
         Parameters
         ----------
@@ -763,6 +765,13 @@ class MuSeGNN:
             + f"; decoder: {self.init_params_['decoder']}",
             f"  trained: {'yes' if self.is_trained_ else 'no'} ({len(self.history_)} epoch(s))",
         ]
+        if self.query_ is not None:
+            n_ref = int(self.query_["n_reference"])
+            lines.append(
+                f"  reference mapping: {n_ref} reference dataset(s) "
+                f"({'frozen' if self.query_['freeze'] else 'fine-tuned'}), {len(self.graphs) - n_ref} query dataset(s): "
+                + ", ".join(g.name for g in self.graphs[n_ref:])
+            )
         for g, dense in zip(self.graphs, self._dense, strict=True):
             lines.append(
                 f"  - {g.name}: {g.omics}, {g.tissue}, {g.species}; {g.n_genes} genes, {g.n_edges:,} edges "
