@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from anndata import AnnData
@@ -13,9 +12,6 @@ from mudata import MuData
 from musegnn_sc import _logging as logg
 from musegnn_sc._keys import EMBEDDING, GraphKeys
 from musegnn_sc._validate import resolve_mods
-
-if TYPE_CHECKING:
-    from musegnn_sc.model import MuSeGNN
 
 #: Options of :meth:`MuSeGNN.train` that :func:`map_to_reference` takes from the reference's training by default.
 _INHERITED = (
@@ -32,7 +28,7 @@ _INHERITED = (
 
 def map_to_reference(
     mdata_query: MuData,
-    reference_model: MuSeGNN | str | os.PathLike,
+    reference_model: Any,  # a MuSeGNN (not imported here: torch) or a str / os.PathLike
     *,
     graph_key: str = "coexpression",
     mods: Sequence[str] | None = None,
