@@ -212,6 +212,8 @@ class MuSeGNN:
         self.is_trained_ = False
         self.train_params_: dict[str, Any] = {}
         self._pairs = None
+        #: Reference/query split of a model made by :meth:`load_query_data` (``None`` for other models).
+        self.query_: dict[str, Any] | None = None
 
     @classmethod
     def setup_mudata(
@@ -263,6 +265,64 @@ class MuSeGNN:
             ", ".join(f"{g.name} ({g.n_genes} genes)" for g in graphs),
         )
 
+    @classmethod
+    def load_query_data(
+        cls,
+        mdata_query: MuData,
+        reference: MuSeGNN | str | os.PathLike,
+        *,
+        freeze: bool = True,
+        seed: int | None = None,
+    ) -> MuSeGNN:
+        """Map new datasets into a trained model's gene space (scArches-style reference mapping).
+
+        Returns a new model that holds the reference's weights and graphs, and adds a dataset-specific layer ``L_i``
+        and a decoder for each query dataset. With ``freeze=True`` every parameter of the reference (its datasets'
+        layers and decoders, the shared blocks ``D_m`` of each omics type) is frozen, so :meth:`train` fits the
+        query's new layers only and the reference embeddings do not move (bit for bit). :meth:`train` visits the
+        query graphs only, with all three losses; each step's partner is drawn from every other graph (reference
+        datasets and the other query datasets), so ``L_Sim`` pulls the query's genes onto the same genes of the
+        reference. Neither the reference nor its MuData is modified. :func:`musegnn_sc.tl.map_to_reference` does
+        this in one call.
+
+        Parameters
+        ----------
+        mdata_query
+            MuData with one modality per query dataset, each holding a co-expression graph. Registered with
+            :meth:`setup_mudata` (called with its defaults if it was not). Its modality names must differ from the
+            reference's dataset names.
+        reference
+            A trained :class:`MuSeGNN`, or a directory written by :meth:`save`.
+        freeze
+            ``True``: freeze every reference parameter. ``False``: fine-tune everything (the reference's layers
+            move too, through the query steps), and create new shared layers for a query omics type (or omics and
+            tissue, with ``share_by='omics_tissue'``) the reference has none for. With ``freeze=True`` such a query
+            is an error, since a randomly initialised frozen block cannot be aligned.
+        seed
+            Seed of the initialisation of the query's layers (default: the reference's ``seed``).
+
+        Returns
+        -------
+        The combined model (untrained until :meth:`train` is called). :meth:`get_gene_embeddings` returns the
+        reference and query rows (``obs['reference']`` says which; ``include_reference=False`` for the query
+        only); :meth:`save` and :meth:`load` keep the whole model, the reference included.
+
+        Examples
+        --------
+        >>> import mudata as md
+        >>> import musegnn_sc as msg
+        >>> mdata = msg.datasets.toy_mudata(include_mouse=False, include_atac=False, include_spatial=False)
+        >>> msg.pp.build_coexpression_graphs(mdata, n_top_genes=200)
+        >>> reference = msg.model.MuSeGNN(md.MuData({m: mdata.mod[m] for m in ("rna_heart_1", "rna_lung_1")}))
+        >>> reference.train(max_epochs=100)
+        >>> model = msg.model.MuSeGNN.load_query_data(md.MuData({"rna_heart_2": mdata.mod["rna_heart_2"]}), reference)
+        >>> model.train(max_epochs=100)
+        >>> gdata = model.get_gene_embeddings()  # reference and query genes, `obs["reference"]` says which
+        """
+        from ._query import load_query_data
+
+        return load_query_data(cls, mdata_query, reference, freeze=freeze, seed=seed)
+
     # ------------------------------------------------------------------ training
     def train(
         self,
@@ -297,7 +357,9 @@ class MuSeGNN:
         from the other graphs and encoded with gradients. Calling :meth:`train` again continues from the current
         weights (with a new optimiser) and appends to :attr:`history`. If training stops early (Ctrl-C, a NaN loss or an
         exception, which is re-raised), the model keeps the weights of its last complete epoch, :attr:`history` lists
-        exactly those epochs, and the module is back in eval mode.
+        exactly those epochs, and the module is back in eval mode. For a model made by :meth:`load_query_data`, an
+        epoch visits the query graphs only (partners are still drawn from every other graph), frozen parameters are
+        not optimised, and :attr:`history` records the query's training.
 
         Parameters
         ----------
@@ -389,7 +451,12 @@ class MuSeGNN:
         if self._pairs is None:
             self._pairs = PairCache([g.genes for g in self.graphs], [g.adjacency for g in self.graphs])
         neighbours = [neighbour_lists(g.adjacency) for g in self.graphs]
-        plan = MuSeGNNTrainingPlan(self.module, self._tensors, self._pairs, neighbours, config, self.history_)
+        plan_cls, plan_kwargs, steps = MuSeGNNTrainingPlan, {}, GraphIndexDataset(len(self.graphs))
+        if self.query_ is not None:
+            from ._query import query_plan
+
+            plan_cls, plan_kwargs, steps = query_plan(self)  # steps on the query graphs, frozen reference
+        plan = plan_cls(self.module, self._tensors, self._pairs, neighbours, config, self.history_, **plan_kwargs)
         cbs = list(callbacks or [])
         if early_stopping:
             cbs.append(
@@ -424,7 +491,7 @@ class MuSeGNN:
                         UserWarning,
                         stacklevel=2,
                     )
-        loader = DataLoader(GraphIndexDataset(len(self.graphs)), batch_size=1, shuffle=False, collate_fn=collate_single)
+        loader = DataLoader(steps, batch_size=1, shuffle=False, collate_fn=collate_single)
         kwargs = {
             "max_epochs": max_epochs,
             "accelerator": accelerator,
@@ -510,6 +577,11 @@ class MuSeGNN:
         logg.finish(f"{len(self.history_)} epoch(s) in the history", t0)
 
     def _check_anchors(self) -> None:
+        if self.query_ is not None:
+            from ._query import check_query_anchors
+
+            check_query_anchors(self, stacklevel=4)
+            return
         if len(self.graphs) == 1:
             warnings.warn(
                 f"Only one dataset ({self.graphs[0].name!r}): MuSe-GNN trains on the graph reconstruction loss alone "
@@ -572,10 +644,18 @@ class MuSeGNN:
                 out[g.name] = z.cpu().numpy().astype(np.float32)
         return out
 
-    def get_gene_embeddings(self) -> AnnData:
+    def get_gene_embeddings(self, *, include_reference: bool = True) -> AnnData:
         """Gene-level AnnData with one row per (dataset, gene).
 
         Warns if the model has not been trained (the embeddings would come from random weights).
+
+        Parameters
+        ----------
+        include_reference
+            For a model made by :meth:`load_query_data`: ``True`` returns the rows of the reference and query
+            datasets together, ``False`` the query rows only. Such a model's ``obs`` has a boolean column
+            ``reference`` (the row belongs to a reference dataset) and ``uns['musegnn']['params']['query']`` names
+            the reference and query datasets.
 
         Returns
         -------
@@ -624,6 +704,10 @@ class MuSeGNN:
             ),
             "history": {"epoch": hist.index.to_numpy(dtype=np.int64), **{c: hist[c].to_numpy(float) for c in hist}},
         }
+        if self.query_ is not None or not include_reference:
+            from ._query import mark_reference
+
+            gdata = mark_reference(self, gdata, include_reference)
         return gdata
 
     # ------------------------------------------------------------------ persistence
@@ -668,6 +752,8 @@ class MuSeGNN:
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "graphs": [_graph_payload(g) for g in self.graphs],
         }
+        if self.query_ is not None:
+            payload["query"] = dict(self.query_)
         payload["checksum"] = _checksum(payload)
         if path.exists():
             # only model.pt is replaced, by a rename within the directory: the user's other files stay
@@ -732,10 +818,13 @@ class MuSeGNN:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
             msg = f"{file} is damaged: its stored graphs cannot be read ({type(err).__name__}: {err})."
             raise ValueError(msg) from None
+        query = payload.get("query")
+        n_ref = int(query["n_reference"]) if query else 0
         if mdata is None:
             graphs = saved
         else:
-            names = [s.name for s in saved]
+            # a combined model (`load_query_data`) keeps its reference graphs; `mdata` then holds the query datasets
+            names = [s.name for s in saved[n_ref:]]
             missing = [n for n in names if n not in mdata.mod]
             if missing:
                 msg = (
@@ -744,7 +833,7 @@ class MuSeGNN:
                     "modality, or load without `mdata` to use the graphs saved with the model."
                 )
                 raise KeyError(msg)
-            graphs = read_graphs(mdata, **{**payload["setup_args"], "mods": names})
+            graphs = saved[:n_ref] + read_graphs(mdata, **{**payload["setup_args"], "mods": names})
             for g, s in zip(graphs, saved, strict=True):
                 if g.name != s.name or not np.array_equal(g.genes, s.genes):
                     msg = (
@@ -768,6 +857,10 @@ class MuSeGNN:
         model.history_ = [dict(r) for r in payload["history"]]
         model.is_trained_ = bool(payload["is_trained"])
         model.train_params_ = dict(payload["train_params"])
+        if query:
+            from ._query import apply_query
+
+            apply_query(model, query)
         return model
 
     # ------------------------------------------------------------------ summary
@@ -784,6 +877,13 @@ class MuSeGNN:
             + f"; decoder: {self.init_params_['decoder']}",
             f"  trained: {'yes' if self.is_trained_ else 'no'} ({len(self.history_)} epoch(s))",
         ]
+        if self.query_ is not None:
+            n_ref = int(self.query_["n_reference"])
+            lines.append(
+                f"  reference mapping: {n_ref} reference dataset(s) "
+                f"({'frozen' if self.query_['freeze'] else 'fine-tuned'}), {len(self.graphs) - n_ref} query dataset(s): "
+                + ", ".join(g.name for g in self.graphs[n_ref:])
+            )
         for g, dense in zip(self.graphs, self._dense, strict=True):
             lines.append(
                 f"  - {g.name}: {g.omics}, {g.tissue}, {g.species}; {g.n_genes} genes, {g.n_edges:,} edges "
@@ -889,6 +989,8 @@ def _checksum(payload: dict[str, Any]) -> str:
 
     for key in ("format", "setup_args", "init_params", "train_params", "history", "is_trained"):
         add(key, payload.get(key))
+    if "query" in payload:  # combined models only, so the checksums of other files are unchanged
+        add("query", payload["query"])
     for k in sorted(payload["state_dict"]):
         add(f"state_dict/{k}", payload["state_dict"][k])
     for n, g in enumerate(payload["graphs"]):

@@ -140,6 +140,10 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
             self._device_graphs[i] = g
         return g
 
+    def encode_partner(self, j: int) -> torch.Tensor:
+        """Embedding of the partner graph ``j`` of a step (with gradients; a query model caches frozen ones)."""
+        return self.module.encode(j, self._graph(j))
+
     def step_losses(self, i: int, epoch: int) -> dict[str, torch.Tensor]:
         """The loss terms of the step for graph ``i`` at ``epoch`` (Algorithm 1, lines 4-11)."""
         cfg = self.config
@@ -154,7 +158,7 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
             j = int(rng.integers(n_graphs - 1))
             j += j >= i
             pair = self.pairs(i, j)
-            z_j = self.module.encode(j, self._graph(j))
+            z_j = self.encode_partner(j)
             dev = self.device
             if cfg.lambda_sim != 0 and pair.n_common:
                 sim = similarity_loss(

@@ -8,6 +8,7 @@ from ._evaluate import evaluate, score_methods
 from ._function import predict_gene_function
 from ._genes import aggregate_genes, similar_genes
 from ._hub_genes import hub_genes
+from ._map import map_to_reference
 from ._module_traits import module_trait_correlation
 from ._modules import gene_modules
 from ._orthology import orthology_score
@@ -25,6 +26,7 @@ __all__ = [
     "gene_set_coherence",
     "hub_genes",
     "module_trait_correlation",
+    "map_to_reference",
     "orthology_score",
     "predict_gene_function",
     "score_methods",
