@@ -18,6 +18,7 @@ from scipy.sparse.csgraph import connected_components
 
 from musegnn_sc import _logging as logg
 from musegnn_sc._keys import EMBEDDING, GraphKeys
+from musegnn_sc._symbols import graph_node_names
 
 #: Metric names, in the paper's order. All are "higher is better" and lie in [0, 1].
 METRICS = ("AUC", "ASW", "GC", "iLISI", "CGR", "NO")
@@ -324,7 +325,8 @@ def _graph_of(adata: AnnData, name: str, graph_key: str) -> tuple[np.ndarray, sp
     idx = np.flatnonzero(mask)
     adj = sparse.csr_matrix(adata.varp[conn_key])[idx][:, idx]
     adj = (adj != 0).astype(np.float32).tocsr()
-    return np.asarray(adata.var_names[idx]).astype(str), adj
+    names, _ = graph_node_names(adata, idx, graph_key, what=f"modality {name!r}")
+    return np.asarray(names).astype(str), adj
 
 
 def _common_mask(genes: np.ndarray, datasets: np.ndarray, min_datasets: int | None = None) -> np.ndarray:
