@@ -72,7 +72,10 @@ def test_datasets_share_anchors_by_symbol(trained):
     assert not rows["gene"].str.startswith("ENSG").any()
     ids = mdata.mod["rna_heart_2"]
     pd.testing.assert_series_equal(
-        ids.var.loc[rows["gene_id"], "symbol"].astype(str), rows["gene"].astype(str), check_names=False, check_index=False
+        ids.var.loc[rows["gene_id"], "symbol"].astype(str),
+        rows["gene"].astype(str),
+        check_names=False,
+        check_index=False,
     )
     first = gdata[gdata.obs["dataset"] == "rna_heart_1"].obs
     assert (first["gene_id"] == first["gene"]).all()

@@ -8,6 +8,7 @@ from ._function import predict_gene_function
 from ._genes import aggregate_genes, similar_genes
 from ._modules import gene_modules
 from ._orthology import orthology_score
+from ._pairs import predict_gene_pairs
 from ._train import train_musegnn
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "gene_set_coherence",
     "orthology_score",
     "predict_gene_function",
+    "predict_gene_pairs",
     "score_methods",
     "similar_genes",
     "train_musegnn",
