@@ -133,3 +133,37 @@ def var_positions(adata: AnnData, genes, graph_key: str = "coexpression") -> np.
         fill = (pos < 0) & (hit >= 0)
         pos[fill] = np.asarray(nodes)[hit[fill]]
     return pos
+
+
+_ENSEMBL = r"^ENS[A-Z]*[GTP]\d{6,}(\.\d+)?$"
+
+
+def _kind(genes: np.ndarray) -> dict[str, float]:
+    """Fractions of Ensembl-looking IDs, HUMAN-style (all caps) and Mouse-style (capitalised) symbols."""
+    s = pd.Series(np.asarray(genes).astype(str))
+    if s.empty:
+        return {"ensembl": 0.0, "upper": 0.0, "capitalised": 0.0}
+    letters = s.str.replace(r"[^A-Za-z]", "", regex=True)
+    return {
+        "ensembl": float(s.str.match(_ENSEMBL).mean()),
+        "upper": float(((letters.str.len() > 0) & (letters == letters.str.upper())).mean()),
+        "capitalised": float(s.str.match(r"^[A-Z][a-z0-9]+[a-z0-9-]*$").mean()),
+    }
+
+
+def identifier_hint(ours, theirs, *, ours_name: str, theirs_name: str) -> str:
+    """A sentence naming the likely reason two gene lists share no gene: identifier type, or species (case)."""
+    a, b = _kind(np.asarray(list(ours))[:5000]), _kind(np.asarray(list(theirs))[:5000])
+    if (a["ensembl"] > 0.5) != (b["ensembl"] > 0.5):
+        which = ours_name if a["ensembl"] > 0.5 else theirs_name
+        return (
+            f"identifier type: the {which} look like Ensembl IDs and the other side does not; map IDs to symbols "
+            "(e.g. build the graphs with `gene_symbols=`) or use gene sets keyed by Ensembl ID"
+        )
+    if (a["capitalised"] > 0.5 and b["upper"] > 0.5) or (a["upper"] > 0.5 and b["capitalised"] > 0.5):
+        mouse = ours_name if a["capitalised"] > 0.5 else theirs_name
+        return (
+            f"species: the {mouse} have mouse-style capitalisation (e.g. 'Gapdh') and the other side human-style "
+            "(e.g. 'GAPDH'); use gene sets of the same species, or map orthologues with `msg.pp.map_orthologs`"
+        )
+    return "the two use different gene identifiers (check species, identifier type and case)"
