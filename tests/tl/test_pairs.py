@@ -45,6 +45,7 @@ def test_planted_pairs_are_predicted(toy):
     assert 0 < row["auroc_std"] < 0.1
     assert row["n_pairs"] == 400 and row["n_positive"] == 200
     assert len(res.attrs["per_fold"]) == 4
+    print(res)  # attrs hold plain records: printing works
 
 
 def test_shuffled_labels_score_near_chance(toy):

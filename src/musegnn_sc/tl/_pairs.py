@@ -121,7 +121,8 @@ def _cv_logistic(X: np.ndarray, y: np.ndarray, folds: list, C: float, seed: int)
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
         clf.fit(X[train], y[train])
         p = clf.predict_proba(X[test])[:, 1]
-        per_fold.append({"fold": k, "auroc": roc_auc_score(y[test], p), "auprc": average_precision_score(y[test], p)})
+        auroc, auprc = float(roc_auc_score(y[test], p)), float(average_precision_score(y[test], p))
+        per_fold.append({"fold": k, "auroc": auroc, "auprc": auprc})
     df = pd.DataFrame(per_fold)
     summary = {
         "auroc": float(df["auroc"].mean()),
@@ -204,8 +205,8 @@ def predict_gene_pairs(
     One row per feature set (``'embedding'``, and ``'raw_expression'`` with ``mdata``): ``auroc`` and ``auprc``
     (mean over folds) with ``auroc_std`` and ``auprc_std`` (standard deviation over folds), ``prevalence`` (the
     fraction of positive pairs, the AUPRC of a random ranking), ``n_pairs``, ``n_positive`` and ``n_genes``.
-    ``.attrs`` holds ``per_fold`` (a DataFrame), ``n_dropped`` (pairs with a gene outside the embedding) and
-    ``params``.
+    ``.attrs`` holds ``per_fold`` (records with ``features``, ``fold``, ``auroc`` and ``auprc``; make a table with
+    ``pd.DataFrame(res.attrs['per_fold'])``), ``n_dropped`` (pairs with a gene outside the embedding) and ``params``.
 
     Examples
     --------
@@ -269,7 +270,8 @@ def predict_gene_pairs(
         rows.append({"features": name, **summary, **base, "n_genes": n_genes})
         per_fold += [{"features": name, **f} for f in folds_res]
     res = pd.DataFrame(rows).set_index("features")
-    res.attrs["per_fold"] = pd.DataFrame(per_fold)
+    # plain records, not a DataFrame: pandas compares attrs when printing and concatenating
+    res.attrs["per_fold"] = per_fold
     res.attrs["n_dropped"] = n_dropped
     res.attrs["params"] = {"pair_features": pair_features, "n_splits": n_splits, "C": C, "use_rep": use_rep}
     logg.finish(
