@@ -58,7 +58,7 @@ def test_kang_pca_embedding_round_trips_and_scores(shared_data, tmp_path):
     member = pd.Series([k for k, v in sets.items() for _ in v], index=[g for v in sets.values() for g in v])
     in_sets = member.index.unique().to_numpy()
     pos = []
-    for k, v in sets.items():
+    for v in sets.values():
         if len(v) >= 10:
             pairs = rng.choice(len(v), size=(10, 2))
             pos += [(v[i], v[j]) for i, j in pairs if i != j]
