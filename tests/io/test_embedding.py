@@ -68,8 +68,10 @@ def test_read_output_works_with_the_tools(tmp_path, gdata):
     assert set(truth.set_index("gene").loc[sim["gene"], "module"]) == {"M0"}
     res = msg.tl.predict_gene_function(ext, sets["M0"], k=5, n_splits=3)
     assert (res["auroc"] > 0.9).all()
-    msg.tl.gene_modules(ext, resolution=0.5, umap=False)
+    msg.tl.gene_modules(ext, resolution=0.5)
     assert ext.obs["leiden"].nunique() >= 2
+    ax = msg.pl.embedding(ext, color="leiden", highlight=["GENE0000"], show=False)
+    assert ax is not None
 
 
 def test_gene2vec_text_without_header_and_tabs(tmp_path):
