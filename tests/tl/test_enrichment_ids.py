@@ -32,3 +32,16 @@ def test_matching_sets_do_not_warn(gdata):
     sets = {"S1": [f"GENE{k:04d}" for k in range(10)]}
     res = msg.tl.enrichment(gdata, sets, min_size=2)
     assert (res.loc[res["module"] == "M0", "fdr"] < 0.01).all()
+
+
+def test_coherence_logs_the_cause_when_nothing_matches(gdata, caplog):
+    import logging
+
+    logger = logging.getLogger("musegnn_sc")
+    logger.addHandler(caplog.handler)
+    try:
+        res = msg.tl.gene_set_coherence(gdata, {"S1": [f"Gene{k:04d}" for k in range(10)]})
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert res.empty
+    assert any("species" in r.getMessage() and "mouse-style" in r.getMessage() for r in caplog.records)

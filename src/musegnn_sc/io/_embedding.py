@@ -321,7 +321,8 @@ def read_gene_embedding(
     Formats (``format=None`` infers it from the suffix; ``.gz`` is allowed after the text suffixes):
 
     - ``'word2vec'`` (``.txt``, ``.w2v``, ``.vec``): Gene2vec's text format, an optional header line
-      ``N dim`` (two integers) then one line ``GENE v1 ... vd`` per gene, separated by spaces or tabs;
+      ``N dim`` then one line ``GENE v1 ... vd`` per gene, separated by spaces or tabs (a first line of exactly two
+      non-negative integers is taken as the header, and must match the file);
     - ``'csv'`` / ``'tsv'`` (``.csv``; ``.tsv``, ``.tab``) and ``'parquet'`` (``.parquet``, ``.pq``): a gene x
       dimension table. The gene is the column named ``gene_column``, else the first column named one of ``gene``,
       ``genes``, ``symbol``, ``gene_symbol``, ``gene_name``, ``gene_id``, ``ensembl_id``, ``feature``
