@@ -11,7 +11,7 @@ import pytest
 
 import musegnn_sc as msg
 
-NAMESPACES = ("pp", "tl", "pl", "datasets")
+NAMESPACES = ("pp", "tl", "pl", "datasets", "io")
 
 
 def _public_functions():

@@ -5,14 +5,14 @@ from __future__ import annotations
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, pl, pp, tl
+from . import datasets, io, pl, pp, tl
 
 try:
     __version__ = version("musegnn-sc")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
     __version__ = "0+unknown"
 
-__all__ = ["datasets", "model", "pl", "pp", "tl", "__version__"]
+__all__ = ["datasets", "io", "model", "pl", "pp", "tl", "__version__"]
 
 
 def __getattr__(name: str):

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from musegnn_sc._keys import OMICS, OMICS_TYPES, SPECIES, TISSUE, GraphKeys
+from musegnn_sc._symbols import graph_node_names
 from musegnn_sc._validate import resolve_mods
 
 if TYPE_CHECKING:
@@ -34,11 +35,14 @@ class GraphData:
     omics, tissue, species
         Descriptors of the dataset (from ``uns[graph_key]``).
     genes
-        Node names, in ``var`` order.
+        Node names, in ``var`` order: the gene symbols when the graph was built with ``gene_symbols=``, else
+        ``var_names``.
     features
         ``n_genes x k`` float32 node features.
     adjacency
         ``n_genes x n_genes`` binary CSR matrix (float32), as stored (self-loops included by the graph builder).
+    gene_ids
+        The nodes' ``var_names`` when they are named by symbol (``gene_symbols=``), else ``None``.
     """
 
     name: str
@@ -48,6 +52,7 @@ class GraphData:
     genes: np.ndarray
     features: np.ndarray
     adjacency: sparse.csr_matrix
+    gene_ids: np.ndarray | None = None
 
     @property
     def n_genes(self) -> int:
@@ -143,6 +148,7 @@ def read_graph(
         msg = f"Modality {name!r} has duplicated gene names; call `mdata.mod[{name!r}].var_names_make_unique()`."
         raise ValueError(msg)
     idx = np.flatnonzero(mask)
+    genes, gene_ids = graph_node_names(adata, idx, graph_key, what=f"modality {name!r}")
     adj = sparse.csr_matrix(adata.varp[conn_key])[idx][:, idx]
     adj = (adj != 0).astype(np.float32).tocsr()
     adj.sort_indices()
@@ -174,9 +180,10 @@ def read_graph(
         omics=omics,
         tissue=_as_str(info.get("tissue", adata.uns.get(TISSUE)), "unknown"),
         species=_as_str(info.get("species", adata.uns.get(SPECIES)), "unknown"),
-        genes=np.asarray(adata.var_names[idx], dtype=object),
+        genes=genes,
         features=feats,
         adjacency=adj,
+        gene_ids=gene_ids,
     )
 
 

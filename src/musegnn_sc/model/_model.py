@@ -660,7 +660,9 @@ class MuSeGNN:
         Returns
         -------
         AnnData with index ``'<dataset>:<gene>'``; ``obs`` columns ``gene``, ``dataset``, ``omics``, ``tissue``,
-        ``species`` and ``is_common`` (the gene is in the graph of every dataset); the embedding in
+        ``species`` and ``is_common`` (the gene is in the graph of every dataset), and ``gene_id`` (the
+        ``var_names`` entry; equal to ``gene`` for datasets named by ``var_names``) when a graph was built with
+        ``gene_symbols=``, so that ``gene`` holds the symbols datasets are matched by; the embedding in
         ``obsm['X_musegnn']`` (and in ``X``, so that scanpy functions work on it directly); the model parameters and
         the loss history in ``uns['musegnn']``.
         """
@@ -685,6 +687,10 @@ class MuSeGNN:
             ],
             ignore_index=True,
         )
+        if any(g.gene_ids is not None for g in self.graphs):
+            obs["gene_id"] = np.concatenate(
+                [(g.genes if g.gene_ids is None else g.gene_ids).astype(str) for g in self.graphs]
+            )
         obs.index = (obs["dataset"] + ":" + obs["gene"]).to_numpy()
         for col in ("dataset", "omics", "tissue", "species"):
             obs[col] = pd.Categorical(obs[col], categories=list(dict.fromkeys(obs[col])))
@@ -996,6 +1002,8 @@ def _checksum(payload: dict[str, Any]) -> str:
     for n, g in enumerate(payload["graphs"]):
         for k in _GRAPH_KEYS:
             add(f"graphs/{n}/{k}", g.get(k))
+        if "gene_ids" in g:  # graphs built with `gene_symbols=` only, so other checksums are unchanged
+            add(f"graphs/{n}/gene_ids", g["gene_ids"])
     return h.hexdigest()
 
 
@@ -1093,6 +1101,7 @@ def _graph_payload(g: GraphData) -> dict[str, Any]:
         "tissue": g.tissue,
         "species": g.species,
         "genes": [str(x) for x in g.genes],
+        **({} if g.gene_ids is None else {"gene_ids": [str(x) for x in g.gene_ids]}),
         "features": torch.from_numpy(np.ascontiguousarray(g.features)),
         "indptr": torch.from_numpy(adj.indptr.astype(np.int64)),
         "indices": torch.from_numpy(adj.indices.astype(np.int64)),
@@ -1112,6 +1121,7 @@ def _graph_from_payload(p: dict[str, Any]) -> GraphData:
         genes=np.asarray(p["genes"], dtype=object),
         features=p["features"].numpy(),
         adjacency=adj,
+        gene_ids=None if p.get("gene_ids") is None else np.asarray(p["gene_ids"], dtype=object),
     )
 
 

@@ -19,6 +19,7 @@ from musegnn_sc import _keys
 from musegnn_sc import _logging as logg
 from musegnn_sc._chunks import DEFAULT_CHUNK_SIZE, iter_row_chunks, row_sums
 from musegnn_sc._docs import doc_adata_counts, doc_chunk_size, doc_copy, doc_key_added, doc_params
+from musegnn_sc._symbols import SYMBOLS_ENTRY, resolve_symbols
 from musegnn_sc._validate import (
     check_counts,
     check_shape,
@@ -44,6 +45,15 @@ n_top_genes
     Number of genes per graph: the most variable by analytic Pearson residual variance for RNA and ATAC gene
     activity, the most spatially variable (SPARK-X, or Moran's I) for spatial data. If fewer genes have counts, all
     expressed genes are used (with a warning)."""
+
+_doc_gene_symbols = """\
+gene_symbols
+    Column of ``var`` holding gene symbols (scanpy's name), for datasets whose ``var_names`` are IDs (Ensembl, ...):
+    the graph's nodes are then named by symbol, so the model matches genes across datasets by symbol, and the
+    gene-level AnnData keeps both (``obs['gene']`` the symbol, ``obs['gene_id']`` the ID). Rule: genes without a
+    symbol (empty or missing) are left out; when several IDs share a symbol, the one with the most counts in the
+    dataset is kept and the others are left out (a warning gives both counts). The column is recorded in
+    ``uns[key_added]['gene_symbols']``. ``None``: genes are named by ``var_names``."""
 
 _doc_shared_params = """\
 pval_cutoff
@@ -115,8 +125,10 @@ def resolve_omics(adata: AnnData, omics: str | None, *, name: str | None = None,
     return omics
 
 
-def _resolve_genes(adata: AnnData, genes) -> np.ndarray:
-    """Integer indices (ascending) of user-given genes."""
+def _resolve_genes(
+    adata: AnnData, genes, symbols: np.ndarray | None = None, eligible: np.ndarray | None = None
+) -> np.ndarray:
+    """Integer indices (ascending) of user-given genes (``var_names``, or symbols of eligible genes)."""
     if isinstance(genes, np.ndarray | pd.Series) and np.asarray(genes).dtype == bool:
         mask = np.asarray(genes)
         if mask.shape != (adata.n_vars,):
@@ -125,10 +137,16 @@ def _resolve_genes(adata: AnnData, genes) -> np.ndarray:
         return np.flatnonzero(mask)
     names = pd.Index([genes] if isinstance(genes, str) else list(genes))
     idx = adata.var_names.get_indexer(names)
+    if symbols is not None and (idx < 0).any():
+        ok = np.flatnonzero(eligible)
+        by_symbol = pd.Index(symbols[ok]).get_indexer(names)
+        fill = (idx < 0) & (by_symbol >= 0)
+        idx[fill] = ok[by_symbol[fill]]
     if (idx < 0).any():
         missing = names[idx < 0]
         shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
-        msg = f"{len(missing)} gene(s) of `genes` are not in `adata.var_names`: {shown}."
+        where = "`adata.var_names`" + (" or the gene symbols" if symbols is not None else "")
+        msg = f"{len(missing)} gene(s) of `genes` are not in {where}: {shown}."
         raise KeyError(msg)
     if len(np.unique(idx)) != len(idx):
         msg = "`genes` lists a gene more than once."
@@ -164,6 +182,7 @@ def _compute_graph(
     spatial_key: str,
     chunk_size: int | None,
     what: str,
+    gene_symbols: str | None = None,
 ) -> _GraphResult:
     """Validate one dataset and compute its graph, without writing anything."""
     check_shape(adata, what=what)
@@ -202,8 +221,21 @@ def _compute_graph(
 
     rank = np.full(adata.n_vars, np.nan)
     score = np.full(adata.n_vars, np.nan)
+    symbols, eligible = None, None
+    if gene_symbols is not None:
+        symbols, eligible = resolve_symbols(adata, gene_symbols, gene_sums, what=what)
     if genes is not None:
-        cols = _resolve_genes(adata, genes)
+        cols = _resolve_genes(adata, genes, symbols, eligible)
+        if eligible is not None and not eligible[cols].all():
+            bad = adata.var_names[cols[~eligible[cols]]][:5].tolist()
+            msg = (
+                f"`genes` of the {what} include {bad}, which have no symbol in `var[{gene_symbols!r}]` or share "
+                "their symbol with a more expressed ID; remove them or fix the symbols."
+            )
+            raise ValueError(msg)
+        if symbols is not None and not pd.Index(symbols[cols]).is_unique:
+            msg = f"`genes` of the {what} list several IDs with one symbol; pass each symbol once."
+            raise ValueError(msg)
         rank[cols] = np.arange(len(cols))
         selection = "given"
     elif selection == "pearson_residuals":
@@ -220,9 +252,29 @@ def _compute_graph(
         cols = np.sort(sel.indices)
         rank[:] = sel.ranks
         score[:] = sel.scores
+        if eligible is not None:
+            # the most variable genes among those with a (kept) symbol
+            usable = np.flatnonzero(eligible & (gene_sums > 0))
+            order = usable[np.argsort(-sel.scores[usable], kind="stable")][:n_top_genes]
+            if len(order) < n_top_genes <= len(sel.indices):
+                warnings.warn(
+                    f"The {what} has {len(order)} expressed gene(s) with a symbol, fewer than "
+                    f"n_top_genes={n_top_genes}: all of them are used.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            cols = np.sort(order)
+            rank[:] = np.nan
+            rank[order] = np.arange(len(order))
     else:
         table = rank_spatial_genes(adata, method=selection, layer=layer, spatial_key=spatial_key, rows=rows)
         ranked = table["rank"].to_numpy(dtype=float)
+        if eligible is not None:
+            # rank again among the genes with a (kept) symbol
+            usable = np.flatnonzero(eligible & np.isfinite(ranked))
+            order = usable[np.argsort(ranked[usable], kind="stable")]
+            ranked = np.full(adata.n_vars, np.nan)
+            ranked[order] = np.arange(len(order))
         cols = np.flatnonzero(np.isfinite(ranked) & (ranked < n_top_genes))
         if len(cols) < n_top_genes:
             warnings.warn(
@@ -277,6 +329,7 @@ def _compute_graph(
         "selection": selection,
         "cscore_converged": bool(fit.converged),
         "cscore_n_iter": int(fit.n_iter),
+        "gene_symbols": gene_symbols,
     }
     return _GraphResult(cols, connectivities, correlation, features, rank, score, info)
 
@@ -306,10 +359,22 @@ def _store(adata: AnnData, result: _GraphResult, *, keys: _keys.GraphKeys, param
         "cscore_converged": info["cscore_converged"],
         "params": {k: _uns_value(v) for k, v in {**params, "selection": info["selection"]}.items()},
     }
+    if info.get("gene_symbols") is not None:
+        adata.uns[keys.uns][SYMBOLS_ENTRY] = str(info["gene_symbols"])
 
 
 #: Options of :func:`_compute_graph` recorded in ``uns[key_added]['params']``.
-_PARAM_KEYS = ("n_top_genes", "layer", "pval_cutoff", "correction", "n_features", "clip", "theta", "spatial_key")
+_PARAM_KEYS = (
+    "n_top_genes",
+    "layer",
+    "pval_cutoff",
+    "correction",
+    "n_features",
+    "clip",
+    "theta",
+    "spatial_key",
+    "gene_symbols",
+)
 
 
 def _params(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -326,6 +391,7 @@ def _dataset_label(adata: AnnData, value: str | None, key: str) -> str:
 @doc_params(
     adata=doc_adata_counts,
     n_top_genes=_doc_n_top_genes,
+    gene_symbols=_doc_gene_symbols,
     shared_params=_doc_shared_params.format(chunk_size=doc_chunk_size, key_added=doc_key_added),
     copy=doc_copy,
 )
@@ -336,6 +402,7 @@ def build_coexpression_graph(
     n_top_genes: int = 1000,
     layer: str | None = None,
     genes: Sequence[str] | np.ndarray | None = None,
+    gene_symbols: str | None = None,
     selection: Selection | None = None,
     pval_cutoff: float = 0.005,
     correction: Literal["fdr_bh"] | None = None,
@@ -368,7 +435,9 @@ def build_coexpression_graph(
         Layer holding raw integer counts; ``None`` uses ``adata.X``. Sequencing depth is the total count per cell
         over *all* genes of this matrix, as CS-CORE requires.
     genes
-        Use these genes (names or boolean mask over ``var_names``) instead of selecting them.
+        Use these genes (names or boolean mask over ``var_names``; with ``gene_symbols``, symbols too) instead of
+        selecting them.
+    {gene_symbols}
     selection
         Gene selection method: ``'pearson_residuals'`` (RNA, ATAC), ``'sparkx'`` or ``'moran'`` (spatial, the latter
         with :func:`squidpy.gr.spatial_autocorr`). ``None`` picks the paper's method for the data type.
@@ -413,6 +482,7 @@ def build_coexpression_graph(
         "n_top_genes": n_top_genes,
         "layer": layer,
         "genes": genes,
+        "gene_symbols": gene_symbols,
         "selection": selection,
         "pval_cutoff": pval_cutoff,
         "correction": correction,
@@ -466,6 +536,7 @@ def _worker(adata: AnnData, kwargs: dict, n_threads: int) -> _GraphResult:
 
 @doc_params(
     n_top_genes=_doc_n_top_genes,
+    gene_symbols=_doc_gene_symbols,
     shared_params=_doc_shared_params.format(chunk_size=doc_chunk_size, key_added=doc_key_added),
     copy=doc_copy,
 )
@@ -476,6 +547,7 @@ def build_coexpression_graphs(
     omics: Mapping[str, Omics] | Omics | None = None,
     n_top_genes: Mapping[str, int] | int = 1000,
     layer: Mapping[str, str | None] | str | None = None,
+    gene_symbols: Mapping[str, str | None] | str | None = None,
     selection: Mapping[str, Selection] | Selection | None = None,
     pval_cutoff: float = 0.005,
     correction: Literal["fdr_bh"] | None = None,
@@ -511,6 +583,8 @@ def build_coexpression_graphs(
         A mapping from modality name to number sets it per modality (1000 for modalities not listed).
     layer
         Layer with raw counts, per modality (mapping) or for all; ``None`` uses ``X``.
+    {gene_symbols}
+        Per modality (mapping; modalities not listed use ``var_names``) or one column for all.
     selection
         Gene selection method per modality (mapping) or for all; ``None`` picks the method of the data type.
     {shared_params}
@@ -539,6 +613,7 @@ def build_coexpression_graphs(
             "n_top_genes": _per_mod(n_top_genes, name, 1000),
             "layer": _per_mod(layer, name),
             "genes": None,
+            "gene_symbols": _per_mod(gene_symbols, name),
             "selection": _per_mod(selection, name),
             "pval_cutoff": pval_cutoff,
             "correction": correction,

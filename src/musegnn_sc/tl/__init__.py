@@ -12,6 +12,7 @@ from ._map import map_to_reference
 from ._module_traits import module_trait_correlation
 from ._modules import gene_modules
 from ._orthology import orthology_score
+from ._pairs import predict_gene_pairs
 from ._score_modules import score_modules
 from ._spatial_modules import spatial_modules
 from ._train import train_musegnn
@@ -29,6 +30,7 @@ __all__ = [
     "map_to_reference",
     "orthology_score",
     "predict_gene_function",
+    "predict_gene_pairs",
     "score_methods",
     "score_modules",
     "similar_genes",

@@ -139,10 +139,16 @@ def gene_set_coherence(
         )
     cols = ["n_genes", "n_found", "n_pairs", "auroc", "mean_cos_within", "mean_cos_random", "pval", "fdr"]
     if not rows:
+        from musegnn_sc._symbols import identifier_hint
+
+        set_genes = [g for genes in sets.values() for g in genes]
         logg.logger.warning(
-            "No gene set has between %d and %d embedded genes; check that gene symbols match (species, case).",
+            "No gene set has between %d and %d embedded genes; likely cause: %s.",
             min_size,
             max_size,
+            identifier_hint(pos, set_genes, ours_name="embedded genes", theirs_name="gene-set genes")
+            if not pos.isin(set_genes).any()
+            else "the sets are smaller than `min_size` (or larger than `max_size`) within the embedded genes",
         )
         res = pd.DataFrame(columns=cols, index=pd.Index([], name="gene_set"))
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -170,6 +171,24 @@ def hypergeometric_enrichment(
     return res.reset_index(drop=True)
 
 
+def _warn_if_disjoint(sets: Mapping[str, Sequence[str]], universe: np.ndarray, *, custom: bool) -> None:
+    """Warn, naming the likely cause, when no gene of any set is in the background (the result would be empty)."""
+    from musegnn_sc._symbols import identifier_hint
+
+    set_genes = pd.unique(np.concatenate([np.asarray(v, dtype=object) for v in sets.values()])) if sets else []
+    if len(set_genes) == 0 or pd.Index(universe).isin(set_genes).any():
+        return
+    hint = identifier_hint(universe, set_genes, ours_name="embedded genes", theirs_name="gene-set genes")
+    where = "the given `background`" if custom else "the background (the embedded genes)"
+    examples = ", ".join(map(str, list(universe[:3]))) + " vs " + ", ".join(map(str, list(set_genes[:3])))
+    warnings.warn(
+        f"No gene of any of the {len(sets)} gene set(s) is in {where}, so nothing can be tested and the result is "
+        f"empty. Likely cause: {hint} ({examples}).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def enrichment(
     gdata: AnnData,
     gene_sets: GeneSets,
@@ -220,7 +239,8 @@ def enrichment(
     ``module``, ``term``, ``n_overlap`` (k), ``n_module`` (N), ``n_term`` (n, within the background),
     ``n_background`` (M), ``gene_ratio`` (k/N), ``background_ratio`` (n/M), ``fold_enrichment``, ``pval``
     (``P(X >= k)``, hypergeometric), ``fdr`` (Benjamini-Hochberg) and ``genes`` (the overlap, ``;``-separated).
-    Parameters are in ``result.attrs['params']``.
+    Parameters are in ``result.attrs['params']``. When no gene of any set is in the background the table is empty
+    and a warning names the likely cause (Ensembl IDs against symbols, mouse against human capitalisation).
 
     Examples
     --------
@@ -249,6 +269,7 @@ def enrichment(
         names = [n for n in names if str(n) in set(map(str, groups))]
     modules = {str(n): genes[(labels == n).to_numpy()].unique().tolist() for n in names}
     universe = genes.unique() if background is None else np.asarray(list(background), dtype=object)
+    _warn_if_disjoint(sets, universe, custom=background is not None)
     res = hypergeometric_enrichment(modules, sets, universe, min_size=min_size, max_size=max_size, fdr_by=fdr_by)
     res["module"] = pd.Categorical(res["module"], categories=list(modules))
     res.attrs["params"] = {

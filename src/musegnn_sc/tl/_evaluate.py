@@ -18,6 +18,7 @@ from scipy.sparse.csgraph import connected_components
 
 from musegnn_sc import _logging as logg
 from musegnn_sc._keys import EMBEDDING, GraphKeys
+from musegnn_sc._symbols import graph_node_names
 
 #: Metric names, in the paper's order. All are "higher is better" and lie in [0, 1].
 METRICS = ("AUC", "ASW", "GC", "iLISI", "CGR", "NO")
@@ -324,7 +325,8 @@ def _graph_of(adata: AnnData, name: str, graph_key: str) -> tuple[np.ndarray, sp
     idx = np.flatnonzero(mask)
     adj = sparse.csr_matrix(adata.varp[conn_key])[idx][:, idx]
     adj = (adj != 0).astype(np.float32).tocsr()
-    return np.asarray(adata.var_names[idx]).astype(str), adj
+    names, _ = graph_node_names(adata, idx, graph_key, what=f"modality {name!r}")
+    return np.asarray(names).astype(str), adj
 
 
 def _common_mask(genes: np.ndarray, datasets: np.ndarray, min_datasets: int | None = None) -> np.ndarray:
@@ -487,6 +489,14 @@ def evaluate(
     One value per metric, named as in the paper; ``.attrs`` records the numbers of rows, datasets, common genes and
     clusters.
 
+    An external embedding (one row per gene, and its dataset is not a modality of ``mdata``, e.g. Gene2vec read with
+    :func:`musegnn_sc.io.read_gene_embedding`) has one vector per gene and no per-dataset copies, so only **AUC** is
+    defined for it: per graph of ``mdata``, the edge AUC on the subgraph of the graph's genes found in the embedding
+    (matched by gene name), averaged over graphs. ASW, GC, iLISI, CGR and NO measure how a method integrates the
+    copies of a gene from different datasets; with a single copy they would be trivially perfect, so they are left
+    out: NaN in the result, with a warning, and ``.attrs['left_out']`` (metric -> reason). ``.attrs`` also holds
+    ``auc_per_dataset`` and ``coverage`` (fraction of each graph's genes found in the embedding).
+
     Examples
     --------
     >>> scores = msg.tl.evaluate(gdata, mdata)  # doctest: +SKIP
@@ -516,10 +526,24 @@ def evaluate(
     datasets = np.asarray(gdata.obs[dataset_key]).astype(str)
     names = list(pd.unique(datasets))
     missing = [d for d in names if d not in mdata.mod]
+    if len(missing) == len(names) and pd.Index(genes).is_unique:
+        # an external embedding (Gene2vec, GenePT, ...): scored against every graph of the MuData by gene name
+        result = _evaluate_external(
+            gdata,
+            mdata,
+            use_rep=use_rep,
+            gene_key=gene_key,
+            graph_key=graph_key,
+            metrics=metrics,
+            include_self_loops=include_self_loops,
+        )
+        logg.finish(f"external embedding: {len(result.dropna())} metric(s)", t0)
+        return result
     if missing:
         msg = (
             f"Datasets {missing} of `gdata.obs[{dataset_key!r}]` are not modalities of the MuData "
-            f"(it has {list(mdata.mod)}). Pass the MuData the embedding was trained on."
+            f"(it has {list(mdata.mod)}). Pass the MuData the embedding was trained on (an external embedding, "
+            "scored on the edge AUC only, has one row per gene: see `msg.io.read_gene_embedding`)."
         )
         raise KeyError(msg)
     graphs = {d: _graph_of(mdata.mod[d], d, graph_key) for d in names}
@@ -578,6 +602,88 @@ def evaluate(
         "n_clusters": int(len(np.unique(clusters))) if clusters is not None else 0,
     }
     logg.finish(f"{len(out)} metrics", t0)
+    return result
+
+
+#: Why each metric but AUC is left out for an external embedding (one vector per gene).
+_EXTERNAL_REASON = (
+    "needs one embedding per (dataset, gene): it measures how the copies of a gene from different datasets are "
+    "integrated, which an external embedding with one vector per gene does not have (it would score trivially)"
+)
+
+
+def _evaluate_external(
+    gdata: AnnData,
+    mdata: MuData,
+    *,
+    use_rep: str,
+    gene_key: str,
+    graph_key: str,
+    metrics: Sequence[str],
+    include_self_loops: bool,
+) -> pd.Series:
+    """Edge AUC of an external gene embedding on every co-expression graph of ``mdata`` (genes matched by name)."""
+    import warnings
+
+    from musegnn_sc._symbols import identifier_hint
+
+    from ._coherence import gene_vectors
+
+    mods = [m for m in mdata.mod if GraphKeys(graph_key).uns in mdata.mod[m].uns]
+    if not mods:
+        msg = (
+            f"No modality of the MuData has a co-expression graph under key {graph_key!r}. Build them with "
+            "`msg.pp.build_coexpression_graphs(mdata)` or pass the `graph_key` they were stored under."
+        )
+        raise KeyError(msg)
+    vec = gene_vectors(gdata, use_rep=use_rep, gene_key=gene_key)
+    index = pd.Index(vec.index)
+    V = vec.to_numpy()
+    out = {m: float("nan") for m in metrics}
+    per_dataset, coverage = {}, {}
+    all_nodes = []
+    for d in mods:
+        node_genes, adj = _graph_of(mdata.mod[d], d, graph_key)
+        all_nodes.append(node_genes)
+        pos = index.get_indexer(node_genes)
+        found = np.flatnonzero(pos >= 0)
+        coverage[d] = len(found) / max(len(node_genes), 1)
+        per_dataset[d] = (
+            edge_auc(V[pos[found]], adj[found][:, found], include_self_loops=include_self_loops)
+            if len(found) >= 2
+            else float("nan")
+        )
+    aucs = np.array(list(per_dataset.values()))
+    if "AUC" in out:
+        out["AUC"] = float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
+        if not np.isfinite(aucs).any():
+            hint = identifier_hint(
+                index, np.concatenate(all_nodes), ours_name="embedded genes", theirs_name="graph genes"
+            )
+            warnings.warn(
+                f"No graph of the MuData has two genes found in the external embedding; AUC is NaN. Likely cause: "
+                f"{hint}.",
+                UserWarning,
+                stacklevel=3,
+            )
+    left_out = {m: _EXTERNAL_REASON for m in metrics if m != "AUC"}
+    if left_out:
+        warnings.warn(
+            f"External embedding (its datasets are not modalities of the MuData): {', '.join(left_out)} left out "
+            f"(NaN), as each {_EXTERNAL_REASON}. Pass `metrics=('AUC',)` to compute the edge AUC only.",
+            UserWarning,
+            stacklevel=3,
+        )
+    result = pd.Series(out, name=use_rep, dtype=float)
+    result.attrs = {
+        "n_rows": int(gdata.n_obs),
+        "n_datasets": len(mods),
+        "n_genes_embedded": int(len(index)),
+        "external": True,
+        "left_out": left_out,
+        "auc_per_dataset": per_dataset,
+        "coverage": coverage,
+    }
     return result
 
 

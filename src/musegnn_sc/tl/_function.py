@@ -50,7 +50,13 @@ def _expression_profiles(adata: AnnData, genes: np.ndarray, layer: str | None) -
     X = get_matrix(adata, layer)
     depth = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
     depth[depth == 0] = 1.0
-    cols = adata.var_names.get_indexer(genes)
+    from musegnn_sc._symbols import var_positions
+
+    cols = var_positions(adata, genes)
+    if (cols < 0).any():
+        bad = np.asarray(genes)[cols < 0][:5].tolist()
+        msg = f"Genes {bad} are neither `var_names` nor graph gene symbols of the dataset; pass the MuData of `gdata`."
+        raise KeyError(msg)
     sub = X[:, cols]
     sub = sub.toarray() if sparse.issparse(sub) else np.asarray(sub)
     prof = np.log1p(sub.astype(np.float64) / depth[:, None] * 1e4).T
