@@ -84,10 +84,9 @@ def _scanpy(verbosity: int):
     return sc
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     """Warnings as one line, ``musegnn-sc: warning: ...``, without the source line."""
-    text = " ".join(str(message).split())
-    print(f"{PROG}: warning: {text}", file=sys.stderr if file is None else file)
+    return f"{PROG}: warning: {' '.join(str(message).split())}\n"
 
 
 # ---------------------------------------------------------------------------------------------------- paths
@@ -219,6 +218,12 @@ def _output_path(
     return p
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s directory; rename it to ``path`` when the block succeeds."""
@@ -227,6 +232,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's files are private; outputs get the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -240,6 +246,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's directories are private
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / path.name)
@@ -655,6 +662,23 @@ _TRAIN_OPTIONS = {
 }
 
 
+@contextlib.contextmanager
+def _lightning_logs(show: bool) -> Iterator[None]:
+    """Lightning's start-up messages (accelerator found, tips) only with -v; its progress bar is separate."""
+    import logging
+
+    names = ("lightning.pytorch", "lightning.fabric")
+    levels = {n: logging.getLogger(n).level for n in names}
+    if not show:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
 def _train(args) -> int:
     import musegnn_sc as msg
 
@@ -697,13 +721,14 @@ def _train(args) -> int:
         options["early_stopping"] = True
     if ckpt is not None:
         options.update(checkpoint_dir=ckpt, resume=args.resume)
-    gdata, model = msg.tl.train_musegnn(
-        mdata,
-        seed=args.seed,
-        return_model=True,
-        progress_bar=_verbosity(args) >= 2,
-        **options,
-    )
+    with _lightning_logs(_verbosity(args) >= 3):
+        gdata, model = msg.tl.train_musegnn(
+            mdata,
+            seed=args.seed,
+            return_model=True,
+            progress_bar=_verbosity(args) >= 2,
+            **options,
+        )
     history = model.history
     if len(history):
         _print(args, f"Loss history (first, middle and last epochs):\n{pd_table(history).to_string()}")
@@ -1220,8 +1245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbosity = _verbosity(args)
-    with warnings.catch_warnings(), _log_level(verbosity):
-        warnings.showwarning = _show_warning
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    with _log_level(verbosity), warnings.catch_warnings():
+        if verbosity == 0:
+            warnings.simplefilter("ignore")  # -qq: errors only
         try:
             return args.func(args)
         except _DATA_ERRORS as err:
@@ -1232,6 +1260,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
+        finally:
+            warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":  # pragma: no cover
