@@ -463,7 +463,7 @@ def test_console_script_exit_status(tmp_path):
         [sys.executable, "-m", "musegnn_sc.cli", "train", str(tmp_path / "nope.h5ad"), "-o", str(tmp_path / "m")],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        env={**os.environ, "PYTHONPATH": str(Path(msg.__file__).resolve().parents[1])},
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

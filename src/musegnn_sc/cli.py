@@ -667,6 +667,8 @@ def _lightning_logs(show: bool) -> Iterator[None]:
     """Lightning's start-up messages (accelerator found, tips) only with -v; its progress bar is separate."""
     import logging
 
+    import lightning.pytorch  # noqa: F401 - sets its loggers' levels when first imported: import it before changing them
+
     names = ("lightning.pytorch", "lightning.fabric")
     levels = {n: logging.getLogger(n).level for n in names}
     if not show:
