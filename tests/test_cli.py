@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import logging
 import os
 import subprocess
@@ -22,7 +23,7 @@ from musegnn_sc._logging import logger
 from musegnn_sc.cli import main
 
 NAMES = ("rna_heart_1", "rna_heart_2", "rna_lung_1")
-GRAPH_OPTS = ["--n-top-genes", "50", "--n-features", "16"]
+GRAPH_OPTS = ["--n-top-genes", "50", "--n-features", "16", "--n-jobs", "1"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -220,6 +221,35 @@ def test_graphs_of_an_h5mu(pipeline, tmp_path):
         assert int(mod.var["coexpression_gene"].sum()) == 50
 
 
+@pytest.mark.skipif(
+    "gene_symbols" not in inspect.signature(msg.pp.build_coexpression_graph).parameters,
+    reason="the graph builder of this branch has no `gene_symbols`",
+)
+def test_graphs_gene_symbols(pipeline, tmp_path):
+    adata = ad.read_h5ad(pipeline["raw"]["rna_heart_1"])
+    adata.var["symbol"] = adata.var_names.astype(str)
+    adata.var_names = [f"ENSG{i:011d}" for i in range(adata.n_vars)]
+    adata.write_h5ad(tmp_path / "ids.h5ad")
+    assert (
+        main(
+            [
+                "-q",
+                "graphs",
+                str(tmp_path / "ids.h5ad"),
+                "-o",
+                str(tmp_path / "g.h5ad"),
+                *GRAPH_OPTS,
+                "--gene-symbols",
+                "symbol",
+            ]
+        )
+        == 0
+    )
+    graph = ad.read_h5ad(tmp_path / "g.h5ad")
+    assert graph.uns["coexpression"]["gene_symbols"] == "symbol"
+    assert list(graph.var_names) == list(adata.var_names)  # the IDs stay; nodes are named by symbol
+
+
 # ------------------------------------------------------------------------------------------------ bad inputs
 def _bad_inputs(p: dict, tmp: Path) -> dict:
     """name -> (argv, text the one-line message must contain)."""
@@ -246,8 +276,10 @@ def _bad_inputs(p: dict, tmp: Path) -> dict:
     no_path.write_text("datasets:\n  - name: x\n")
     broken = tmp / "broken.yaml"
     broken.write_text("datasets: [\n")
+    (tmp / "demo").mkdir()
     out = str(tmp / "out.h5ad")
     return {
+        "demo output exists": (["demo", "--out", str(tmp / "demo")], "pass --overwrite"),
         "missing": (["graphs", str(tmp / "nope.h5ad"), "-o", out], "does not exist"),
         "directory": (["graphs", str(tmp), "-o", out], "is a directory"),
         "text file": (["graphs", str(text), "-o", out], "is a text file"),
@@ -272,6 +304,7 @@ def _bad_inputs(p: dict, tmp: Path) -> dict:
 
 
 BAD = [
+    "demo output exists",
     "missing",
     "directory",
     "text file",

@@ -23,7 +23,7 @@ PROG = "musegnn-sc"
 #: Exit status of a bad command line or a bad input (argparse's).
 EXIT_USAGE = 2
 #: Keys a dataset entry of a collection file may have.
-COLLECTION_KEYS = ("name", "path", "omics", "tissue", "species", "layer")
+COLLECTION_KEYS = ("name", "path", "omics", "tissue", "species", "layer", "gene_symbols")
 #: Files written by ``train`` into the model directory, beside the model itself (``model.pt``).
 EMBEDDINGS_FILE = "gene_embeddings.h5ad"
 HISTORY_FILE = "history.tsv"
@@ -299,6 +299,7 @@ class DatasetEntry:
     tissue: str | None = None
     species: str | None = None
     layer: str | None = None
+    gene_symbols: str | None = None
 
 
 def read_collection(path: str | os.PathLike) -> list[DatasetEntry]:
@@ -306,7 +307,8 @@ def read_collection(path: str | os.PathLike) -> list[DatasetEntry]:
 
     The file lists ``datasets``, each with ``path`` (relative to the collection file's directory) and optionally
     ``name`` (default: the file name without its suffix), ``omics`` (``rna``, ``atac`` or ``spatial``), ``tissue``,
-    ``species`` and ``layer`` (the layer with raw counts, used when building the graph). In TOML::
+    ``species``, ``layer`` (the layer with raw counts) and ``gene_symbols`` (the ``var`` column of gene symbols), the
+    last two used when building the graph. In TOML::
 
         [[datasets]]
         path = "data/heart.h5ad"
@@ -362,7 +364,7 @@ def read_collection(path: str | os.PathLike) -> list[DatasetEntry]:
             raise CLIError(msg)
         file = Path(str(entry["path"])).expanduser()
         file = file if file.is_absolute() else p.parent / file
-        values = {k: None if entry.get(k) is None else str(entry[k]) for k in ("omics", "tissue", "species", "layer")}
+        values = {k: None if entry.get(k) is None else str(entry[k]) for k in COLLECTION_KEYS[2:]}
         out.append(DatasetEntry(name=str(entry.get("name") or file.stem), path=file, **values))
     _check_unique_names([e.name for e in out], where=f"collection file {str(p)!r}")
     return out
@@ -506,6 +508,8 @@ def _graphs(args) -> int:
         "tissue": args.tissue,
         "species": args.species,
     }
+    if args.gene_symbols is not None:
+        options["gene_symbols"] = args.gene_symbols
     data = _read(src, kind)
     t0 = logg.start(f"building the co-expression graph(s) of {str(src)!r}")
     if kind == "h5mu":
@@ -943,6 +947,13 @@ def _add_graphs(sub) -> None:
         "--species", default=None, help="species, recorded for the model (default: uns['species'] or unknown)"
     )
     g.add_argument("--layer", default=None, help="layer with raw integer counts (default: X)")
+    g.add_argument(
+        "--gene-symbols",
+        default=None,
+        metavar="COLUMN",
+        help="var column of gene symbols, for data whose var_names are IDs (Ensembl...): nodes are named by symbol, "
+        "so datasets are matched by symbol (default: var_names)",
+    )
     g = p.add_argument_group("graph")
     g.add_argument(
         "--n-top-genes",
