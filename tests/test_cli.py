@@ -504,3 +504,15 @@ def test_console_script_exit_status(tmp_path):
         f"(relative paths start at {os.getcwd()!r})."
     ]
     assert proc.stdout == ""
+
+
+def test_hardware_the_machine_lacks_is_one_line(pipeline, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    argv = ["train", str(pipeline["graphs"]["rna_heart_1"]), str(pipeline["graphs"]["rna_lung_1"])]
+    assert main([*argv, "-o", str(tmp_path / "m"), "-q", "--epochs", "1", "--accelerator", "gpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--accelerator" in err[0]
+    assert not (tmp_path / "m").exists()

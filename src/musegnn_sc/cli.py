@@ -272,8 +272,11 @@ def _write_h5ad_atomic(adata, path: Path) -> None:
         adata.write_h5ad(tmp)
 
 
-def _read(path: Path, kind: str):
-    """Read a checked ``.h5ad``/``.h5mu`` file; a file that does not parse is a :class:`CLIError`."""
+def _read(path: Path, kind: str, *, backed: bool = False):
+    """Read a checked ``.h5ad``/``.h5mu`` file; a file that does not parse is a :class:`CLIError`.
+
+    ``backed``: an ``.h5ad``'s ``X`` stays on disk (the caller closes ``adata.file``).
+    """
     import anndata
     import mudata
 
@@ -281,7 +284,7 @@ def _read(path: Path, kind: str):
         if kind == "h5mu":
             with mudata.set_options(pull_on_update=False):
                 return mudata.read_h5mu(path)
-        return anndata.read_h5ad(path)
+        return anndata.read_h5ad(path, backed="r" if backed else None)
     except (OSError, KeyError, ValueError, TypeError) as err:
         detail = " ".join(str(err).split())[:200]
         msg = f"cannot read {str(path)!r} as {_HDF5_KINDS[kind]} ({type(err).__name__}: {detail}): is it complete?"
@@ -573,9 +576,12 @@ def _collect_datasets(paths: Sequence[str]) -> tuple[list[Path], dict[str, Any]]
     datasets: dict[str, Any] = {}
     origin: dict[str, Path] = {}
     for file, kind, entry in plan:
-        logg.logger.info("reading %s", file)
-        data = _read(file, kind)
+        logg.logger.info("reading the graph(s) of %s", file)
+        data = _read(file, kind, backed=kind == "h5ad")
         items = list(data.mod.items()) if kind == "h5mu" else [(entry.name if entry else file.stem, data)]
+        items = [(name, _graph_only(ad)) for name, ad in items]
+        if kind == "h5ad":
+            data.file.close()
         for name, ad in items:
             if name in datasets:
                 msg = (
@@ -586,6 +592,20 @@ def _collect_datasets(paths: Sequence[str]) -> tuple[list[Path], dict[str, Any]]
             _check_graph(ad, name, file, entry)
             datasets[name], origin[name] = ad, file
     return files, datasets
+
+
+def _graph_only(adata):
+    """What training reads of a dataset: genes, graph, node features, descriptors; no cells (counts stay on disk)."""
+    import anndata
+    import pandas as pd
+
+    return anndata.AnnData(
+        obs=pd.DataFrame(index=pd.Index([], dtype=str)),
+        var=adata.var.copy(),
+        varm=dict(adata.varm.items()),
+        varp=dict(adata.varp.items()),
+        uns=dict(adata.uns),
+    )
 
 
 def _check_graph(adata, name: str, file: Path, entry: DatasetEntry | None, key: str = "coexpression") -> None:
@@ -616,21 +636,9 @@ def _check_graph(adata, name: str, file: Path, entry: DatasetEntry | None, key: 
 
 
 def _as_mudata(datasets: dict[str, Any]):
-    """One MuData of unpaired datasets; cell names are prefixed with the dataset name where they collide."""
+    """One MuData of unpaired datasets (graphs only, see :func:`_graph_only`)."""
     import mudata
 
-    from musegnn_sc import _logging as logg
-
-    seen: set[str] = set()
-    collide = False
-    for ad in datasets.values():
-        names = set(ad.obs_names)
-        collide |= bool(seen & names) or not ad.obs_names.is_unique
-        seen |= names
-    if collide:
-        logg.logger.info("cell names repeat across datasets: prefixing them with the dataset name (in memory only)")
-        for name, ad in datasets.items():
-            ad.obs_names = [f"{name}:{c}" for c in ad.obs_names]
     with mudata.set_options(pull_on_update=False):
         return mudata.MuData(datasets, axis=1)
 
@@ -727,14 +735,16 @@ def _train(args) -> int:
         options["early_stopping"] = True
     if ckpt is not None:
         options.update(checkpoint_dir=ckpt, resume=args.resume)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     with _lightning_logs(_verbosity(args) >= 3):
-        gdata, model = msg.tl.train_musegnn(
-            mdata,
-            seed=args.seed,
-            return_model=True,
-            progress_bar=_verbosity(args) >= 2,
-            **options,
-        )
+        try:
+            gdata, model = msg.tl.train_musegnn(
+                mdata, seed=args.seed, return_model=True, progress_bar=_verbosity(args) >= 2, **options
+            )
+        except MisconfigurationException as err:  # e.g. --accelerator gpu without a GPU
+            msg_ = f"Lightning refused the hardware options ({' '.join(str(err).split())}): check --accelerator, --devices and --strategy."
+            raise CLIError(msg_) from None
     history = model.history
     if len(history):
         _print(args, f"Loss history (first, middle and last epochs):\n{pd_table(history).to_string()}")
