@@ -516,3 +516,24 @@ def test_hardware_the_machine_lacks_is_one_line(pipeline, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--accelerator" in err[0]
     assert not (tmp_path / "m").exists()
+
+
+def test_checkpoints_and_resume(pipeline, tmp_path):
+    graphs = [str(pipeline["graphs"][n]) for n in NAMES[:2]]
+    ckpt = tmp_path / "ckpt"
+    common = ["-q", "--checkpoint-dir", str(ckpt), "--checkpoint-every", "1"]
+    assert main(["train", *graphs, "-o", str(tmp_path / "m"), "--epochs", "2", *common]) == 0
+    assert (ckpt / "last.ckpt").is_file()
+    assert main(["train", *graphs, "-o", str(tmp_path / "m"), "--epochs", "4", "--resume", "--overwrite", *common]) == 0
+    resumed = pd.read_csv(tmp_path / "m" / cli.HISTORY_FILE, sep="\t", index_col=0)
+    assert list(resumed.index) == [0, 1, 2, 3]
+    assert main(["train", *graphs, "-o", str(tmp_path / "straight"), "-q", "--epochs", "4"]) == 0
+    straight = pd.read_csv(tmp_path / "straight" / cli.HISTORY_FILE, sep="\t", index_col=0)
+    np.testing.assert_allclose(resumed.to_numpy(), straight.to_numpy(), rtol=1e-5)
+
+
+def test_qq_silences_warnings(pipeline, tmp_path, capsys):
+    graph = str(pipeline["graphs"]["rna_heart_1"])
+    assert main(["train", graph, "-o", str(tmp_path / "m"), "-qq", "--epochs", "1"]) == 0  # one dataset: a warning
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
