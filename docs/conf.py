@@ -87,12 +87,19 @@ def _reachable(url: str, timeout: float = 4.0) -> bool:
         return False
 
 
+# MUSEGNN_DOCS_INVENTORY_DIR: a folder of saved inventories (`python.inv`, `anndata.inv`, ...) used instead of the
+# network, e.g. to build offline with every reference checked.
+_local = Path(os.environ.get("MUSEGNN_DOCS_INVENTORY_DIR", "") or "/nonexistent")
+_local = {name: _local / f"{name}.inv" for name in _INVENTORIES if (_local / f"{name}.inv").is_file()}
 if os.environ.get("MUSEGNN_DOCS_OFFLINE", "") not in ("", "0"):
     _reach = dict.fromkeys(_INVENTORIES, False)
 else:
     with ThreadPoolExecutor(len(_INVENTORIES)) as _pool:
         _reach = dict(zip(_INVENTORIES, _pool.map(_reachable, (u for u, _ in _INVENTORIES.values())), strict=True))
-intersphinx_mapping = {name: (url, None) for name, (url, _) in _INVENTORIES.items() if _reach[name]}
+_reach |= dict.fromkeys(_local, True)
+intersphinx_mapping = {
+    name: (url, str(_local[name]) if name in _local else None) for name, (url, _) in _INVENTORIES.items() if _reach[name]
+}
 intersphinx_timeout = 10
 _unreachable = sorted(name for name, ok in _reach.items() if not ok)
 if _unreachable:
