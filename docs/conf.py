@@ -98,7 +98,9 @@ else:
         _reach = dict(zip(_INVENTORIES, _pool.map(_reachable, (u for u, _ in _INVENTORIES.values())), strict=True))
 _reach |= dict.fromkeys(_local, True)
 intersphinx_mapping = {
-    name: (url, str(_local[name]) if name in _local else None) for name, (url, _) in _INVENTORIES.items() if _reach[name]
+    name: (url, str(_local[name]) if name in _local else None)
+    for name, (url, _) in _INVENTORIES.items()
+    if _reach[name]
 }
 intersphinx_timeout = 10
 _unreachable = sorted(name for name, ok in _reach.items() if not ok)
