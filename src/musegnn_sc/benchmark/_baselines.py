@@ -350,6 +350,15 @@ def run_baseline(
     AnnData with one row per (dataset, gene), ``obs`` ``gene``, ``dataset``, ``omics``, ``tissue``, ``species``,
     ``is_common``, the embedding in ``obsm[key_added]`` and ``X``, and ``uns['baseline']`` with the method, seed,
     parameters and (neural methods) the loss per epoch.
+
+    Examples
+    --------
+    >>> import musegnn_sc as msg
+    >>> from musegnn_sc.benchmark import run_baseline
+    >>> mdata = msg.datasets.toy_mudata(seed=0)
+    >>> msg.pp.build_coexpression_graphs(mdata, n_top_genes=200)
+    >>> pca = run_baseline(mdata, "pca")
+    >>> msg.tl.evaluate(pca, mdata)
     """
     from musegnn_sc.model._data import read_graphs
 

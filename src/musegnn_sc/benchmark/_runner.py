@@ -86,7 +86,29 @@ def load_shared_collection(
 
     Kang et al. 2018 control and IFN-beta stimulated PBMC (10x), two 200-cell 10x PBMC subsets (5k and 10k
     protein v3) and a downsampled Visium human lymph node (spatial), with ``uns['omics']``, ``uns['tissue']`` and
-    ``uns['species']`` set. ``max_cells`` subsamples larger datasets (without replacement, under ``seed``).
+    ``uns['species']`` set. Where to get the files: :func:`musegnn_sc.datasets.shared_data`.
+
+    Parameters
+    ----------
+    data_dir
+        Folder holding ``scrna/`` and ``spatial/`` of the shared collection; ``None`` looks in the
+        ``MUSEGNN_SC_DATA`` environment variable, then ``../shared/data`` from the working directory and beside the
+        source checkout.
+    max_cells
+        Subsample larger datasets to this many cells (without replacement); ``None`` keeps every cell.
+    seed
+        Random seed of the subsampling.
+
+    Returns
+    -------
+    MuData with one modality per dataset (raw counts in ``X`` as float32 CSR, cell names prefixed with the dataset
+    name), ready for :func:`~musegnn_sc.pp.build_coexpression_graphs`.
+
+    Examples
+    --------
+    >>> from musegnn_sc.benchmark import load_shared_collection
+    >>> mdata = load_shared_collection(max_cells=2000)  # doctest: +SKIP
+    >>> {name: mod.n_obs for name, mod in mdata.mod.items()}  # doctest: +SKIP
     """
     import anndata as ad
     import mudata as md
@@ -184,7 +206,7 @@ def _run_method(mdata: MuData, method: str, seed: int, options: dict[str, Any]) 
 
 @dataclass
 class BenchmarkResult:
-    """What :func:`run_benchmark` produced.
+    """What :func:`~musegnn_sc.benchmark.run_benchmark` produced.
 
     Attributes
     ----------
@@ -199,6 +221,12 @@ class BenchmarkResult:
         Paths written (CSV, Markdown, figure), if ``out_dir`` was given.
     info
         Collection, datasets, genes per graph and parameters.
+
+    Examples
+    --------
+    >>> res = run_benchmark(mdata, methods=["pca"], seeds=[0])  # doctest: +SKIP
+    >>> res.summary  # doctest: +SKIP
+    >>> print(res.to_markdown(digits=2))  # doctest: +SKIP
     """
 
     scores: pd.DataFrame
@@ -208,7 +236,18 @@ class BenchmarkResult:
     info: dict[str, Any] = field(default_factory=dict)
 
     def to_markdown(self, digits: int = 3) -> str:
-        """The summary as a Markdown table like the paper's Table 1 (mean ± sd over seeds)."""
+        """The summary as a Markdown table like the paper's Table 1 (mean ± sd over seeds).
+
+        Parameters
+        ----------
+        digits
+            Decimal places of the means and standard deviations.
+
+        Returns
+        -------
+        A Markdown table with one row per method (mean ± sd over seeds) and a line for each method that was
+        skipped, with the reason.
+        """
         return summary_markdown(self.summary, digits=digits, skipped=self.skipped)
 
 
@@ -369,6 +408,19 @@ def run_benchmark(
     Returns
     -------
     A :class:`BenchmarkResult` with the per-seed scores, the summary table and what was written.
+
+    Examples
+    --------
+    Two baselines on the simulated collection, one seed:
+
+    >>> import musegnn_sc as msg
+    >>> from musegnn_sc.benchmark import run_benchmark
+    >>> res = run_benchmark(msg.datasets.toy_mudata(seed=0), methods=["pca", "gae"], seeds=[0], n_top_genes=200)
+    >>> print(res.to_markdown())
+
+    The paper's benchmark on the real datasets of ``../shared/data``, every method, three seeds, written to a folder:
+
+    >>> res = run_benchmark("shared", out_dir="benchmark_out", max_cells=2000)  # doctest: +SKIP
     """
     from musegnn_sc.tl._evaluate import evaluate, score_methods
 

@@ -75,6 +75,13 @@ def toy_gdata(
     -------
     AnnData with ``obs['condition']`` and ``obs['true_module']`` in addition to the gdata layout, and
     ``uns['toy_truth']`` with ``modules`` (gene -> module, human names) and ``changed`` (changed genes).
+
+    Examples
+    --------
+    >>> import musegnn_sc as msg
+    >>> gdata = msg.datasets.toy_gdata(n_changed=10)
+    >>> gdata.obs[["dataset", "condition"]].value_counts()
+    >>> gdata.uns["toy_truth"]["changed"][:3]
     """
     rng = np.random.default_rng(random_state)
     n_genes = n_modules * genes_per_module

@@ -104,7 +104,7 @@ class CSCoreFit:
 
 @dataclass(frozen=True, eq=False)
 class CSCoreResult:
-    """Result of :func:`cscore`, labelled by gene.
+    """Result of :func:`~musegnn_sc.pp.cscore`, labelled by gene.
 
     Attributes
     ----------
@@ -122,6 +122,14 @@ class CSCoreResult:
         Genes with ``variance <= 0``.
     converged
         Whether the IRLS converged.
+
+    Examples
+    --------
+    >>> import musegnn_sc as msg
+    >>> rna = msg.datasets.toy_mudata(seed=0)["rna_heart_1"]
+    >>> res = msg.pp.cscore(rna, genes=rna.var_names[:20])
+    >>> res.correlation.iloc[:3, :3]
+    >>> res.flagged.sum(), res.converged
     """
 
     correlation: pd.DataFrame

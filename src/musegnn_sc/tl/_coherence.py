@@ -67,7 +67,7 @@ def gene_set_coherence(
 ) -> pd.DataFrame:
     """How tightly an embedding groups the genes of each gene set (pathway), as Gene2vec's authors measured it.
 
-    Each gene is represented once (:func:`gene_vectors`: the mean direction of its rows across datasets). For each
+    Each gene is represented once (the mean direction of its unit-normalised rows across datasets). For each
     set, the cosine similarities of all pairs of its embedded genes are compared with those of ``n_random`` random
     pairs of embedded genes: the AUROC is the probability that a within-set pair is more similar than a random
     pair (0.5 = no coherence, 1 = every within-set pair closer than every random pair). The one-sided Mann-Whitney
@@ -95,6 +95,18 @@ def gene_set_coherence(
     One row per tested set, best AUROC first: ``n_genes`` (set size), ``n_found`` (embedded), ``n_pairs``,
     ``auroc``, ``mean_cos_within``, ``mean_cos_random``, ``pval``, ``fdr`` (Benjamini-Hochberg).
     ``.attrs['n_genes_embedded']`` is the size of the universe.
+
+    Examples
+    --------
+    >>> import musegnn_sc as msg
+    >>> gdata = msg.datasets.toy_gdata()
+    >>> truth = gdata.uns["toy_truth"]["modules"]  # columns gene, module
+    >>> sets = truth.groupby("module")["gene"].apply(list).to_dict()
+    >>> msg.tl.gene_set_coherence(gdata, sets)[["n_found", "auroc", "fdr"]]
+
+    With real gene symbols, pass a GMT file, e.g. MSigDB Hallmark:
+
+    >>> msg.tl.gene_set_coherence(gdata, "h.all.v7.5.1.symbols.gmt", min_size=5)  # doctest: +SKIP
     """
     from scipy.stats import mannwhitneyu
 

@@ -119,7 +119,7 @@ def predict_gene_function(
     - ``'raw_expression'`` (when ``mdata`` is given): the same genes of the same dataset represented by their
       expression profile across the dataset's cells (log1p counts per 10,000, standardised per gene; cosine k-NN on
       it is k-NN on profile correlation), the same folds;
-    - ``'embedding_gene_mean'``: one vector per gene averaged over datasets (:func:`gene_vectors`; dataset
+    - ``'embedding_gene_mean'``: one vector per gene averaged over datasets (the mean direction of its unit-normalised rows; dataset
       ``'all'``).
 
     Parameters
@@ -150,6 +150,16 @@ def predict_gene_function(
     ``auroc`` (binary, or one-vs-rest macro average; ``auroc_std``), ``majority_accuracy`` (accuracy of always
     predicting the largest class: the floor to beat), ``n_genes`` and ``n_classes``. ``.attrs['summary']`` averages
     each feature set over datasets.
+
+    Examples
+    --------
+    Transcription factors (e.g. the list of Lambert et al. 2018) against every other gene, from the embedding and
+    from each dataset's expression profiles:
+
+    >>> import musegnn_sc as msg
+    >>> tfs = msg.datasets.shared_data("human_TFs_lambert2018_v1.01.txt").read_text().split()  # doctest: +SKIP
+    >>> res = msg.tl.predict_gene_function(gdata, tfs, mdata=mdata, k=10)  # doctest: +SKIP
+    >>> res.attrs["summary"]  # doctest: +SKIP
     """
     from sklearn.model_selection import StratifiedKFold
 

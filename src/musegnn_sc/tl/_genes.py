@@ -55,6 +55,13 @@ def aggregate_genes(gdata: AnnData, *, use_rep: str = EMBEDDING, normalize: bool
     AnnData with one row per gene (index: gene name, sorted by first appearance), the mean embedding in ``X`` and
     ``obsm[use_rep]``, and ``obs`` columns ``n_datasets`` (number of rows averaged), ``datasets`` and ``omics``
     (``';'``-joined, when ``gdata.obs`` has them).
+
+    Examples
+    --------
+    >>> import musegnn_sc as msg
+    >>> gdata = msg.datasets.toy_gdata()
+    >>> genes = msg.tl.aggregate_genes(gdata)
+    >>> genes.obs["n_datasets"].value_counts()
     """
     X = _embedding(gdata, use_rep)
     if normalize:
@@ -108,6 +115,13 @@ def similar_genes(
     -------
     DataFrame sorted by decreasing ``cosine``, with columns ``gene`` and ``cosine`` (and ``dataset`` with
     ``dataset=``; ``n_datasets`` for aggregated genes), without the query row itself.
+
+    Examples
+    --------
+    >>> import musegnn_sc as msg
+    >>> gdata = msg.datasets.toy_gdata()
+    >>> msg.tl.similar_genes(gdata, "GENE0001", n=5)  # aggregated over datasets
+    >>> msg.tl.similar_genes(gdata, "GENE0001", n=5, dataset="rna_heart_1")  # one dataset's row vs every row
     """
     if n < 1:
         msg = f"`n` must be at least 1, got {n}."
