@@ -262,6 +262,7 @@ class MuSeGNN:
         temperature: float = 0.07,
         n_contrastive: int = 100,
         sim_reduction: Literal["sum", "mean"] = "sum",
+        contrastive_anchors: Literal["different", "all"] = "different",
         symmetric_infonce: bool = False,
         early_stopping: bool = False,
         early_stopping_patience: int = 30,
@@ -351,6 +352,9 @@ class MuSeGNN:
         if sim_reduction not in ("sum", "mean"):
             msg = f"`sim_reduction` must be 'sum' or 'mean', got {sim_reduction!r}."
             raise ValueError(msg)
+        if contrastive_anchors not in ("different", "all"):
+            msg = f"`contrastive_anchors` must be 'different' or 'all', got {contrastive_anchors!r}."
+            raise ValueError(msg)
         if max_epochs < 1:
             msg = f"`max_epochs` must be at least 1, got {max_epochs}."
             raise ValueError(msg)
@@ -363,6 +367,7 @@ class MuSeGNN:
             temperature=float(temperature),
             n_contrastive=int(n_contrastive),
             sim_reduction=sim_reduction,
+            contrastive_anchors=contrastive_anchors,
             symmetric_infonce=bool(symmetric_infonce),
             lr_encoder=float(lr_encoder),
             lr_decoder=float(lr_decoder),
