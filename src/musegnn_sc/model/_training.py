@@ -33,11 +33,11 @@ class LossConfig:
     """Weights and options of the loss terms (see :meth:`musegnn_sc.model.MuSeGNN.train`)."""
 
     lambda_sim: float = 1.0
-    lambda_contrastive: float = 0.01
+    lambda_contrastive: float = 1.0
     temperature: float = 0.07
     n_contrastive: int = 100
-    sim_reduction: Reduction = "sum"
-    contrastive_anchors: ContrastiveAnchors = "different"
+    sim_reduction: Reduction = "mean"
+    contrastive_anchors: ContrastiveAnchors = "all"
     symmetric_infonce: bool = False
     lr_encoder: float = 1e-4
     lr_decoder: float = 1e-3
