@@ -1,6 +1,6 @@
 """The ``musegnn-sc`` command line: one verb per step of the pipeline, from ``.h5ad`` files to gene modules.
 
-``graphs``, ``train``, ``modules``, ``demo`` and ``benchmark``; see :data:`DESCRIPTION` (the text of
+``graphs``, ``train``, ``map``, ``modules``, ``demo`` and ``benchmark``; see :data:`DESCRIPTION` (the text of
 ``musegnn-sc --help``) and ``workflow/Snakefile``, which runs the same verbs with Snakemake.
 """
 
@@ -40,6 +40,11 @@ Typical use, one job per dataset, then one joint training:
   {PROG} graphs lung.h5ad -o graphs/lung.h5ad --tissue lung --species human
   {PROG} train graphs/heart.h5ad graphs/lung.h5ad -o model --embeddings genes.h5ad
   {PROG} modules genes.h5ad --gmt h.all.v2023.1.Hs.symbols.gmt -o modules
+
+and later, a new study mapped into that model without retraining it:
+
+  {PROG} graphs kidney.h5ad -o graphs/kidney.h5ad --tissue kidney --species human
+  {PROG} map graphs/kidney.h5ad --reference model -o model_kidney --embeddings genes_kidney.h5ad
 
 Every verb checks its inputs and outputs before computing anything, refuses to replace an existing output unless
 given --overwrite (and never replaces one of its inputs), writes through a temporary file in the output's directory
