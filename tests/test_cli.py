@@ -423,7 +423,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return dict(action.choices)
 
 
-@pytest.mark.parametrize("verb", [None, "graphs", "train", "modules", "demo", "benchmark"])
+@pytest.mark.parametrize("verb", [None, "graphs", "train", "map", "modules", "demo", "benchmark"])
 def test_help_documents_every_option_in_plain_text(verb, capsys):
     parser = cli.build_parser()
     target = parser if verb is None else _subparsers(parser)[verb]
@@ -537,3 +537,50 @@ def test_qq_silences_warnings(pipeline, tmp_path, capsys):
     assert main(["train", graph, "-o", str(tmp_path / "m"), "-qq", "--epochs", "1"]) == 0  # one dataset: a warning
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+# ------------------------------------------------------------------------------------------------ map
+@pytest.fixture(scope="module")
+def mapped(pipeline):
+    """A reference trained on two of the graphs, the third mapped into it with `map`."""
+    root = pipeline["root"]
+    ref, out, emb = root / "ref_model", root / "mapped_model", root / "mapped.h5ad"
+    graphs = pipeline["graphs"]
+    args = ["train", str(graphs[NAMES[0]]), str(graphs[NAMES[1]]), "-o", str(ref), "-q", "--epochs", "3"]
+    assert main(args) == 0
+    before = {p: _sha(p) for p in [graphs[NAMES[2]], ref / "model.pt"]}
+    args = ["map", str(graphs[NAMES[2]]), "--reference", str(ref), "-o", str(out), "--embeddings", str(emb)]
+    assert main([*args, "-q", "--epochs", "2"]) == 0
+    return {"ref": ref, "out": out, "emb": emb, "hashes": before}
+
+
+def test_map_keeps_the_reference_and_adds_the_query(mapped):
+    from musegnn_sc.model import MuSeGNN
+
+    reference, combined = MuSeGNN.load(mapped["ref"]), MuSeGNN.load(mapped["out"])
+    assert [g.name for g in combined.graphs] == [*NAMES[:2], NAMES[2]]
+    assert len(combined.history) == 2
+    g_ref, g_all = reference.get_gene_embeddings(), ad.read_h5ad(mapped["emb"])
+    assert set(g_all.obs["dataset"]) == set(NAMES)
+    assert g_all.obs["reference"].sum() == g_ref.n_obs
+    # the reference is frozen: its rows are the reference's embeddings, bit for bit
+    rows = g_all[g_all.obs["reference"].to_numpy()]
+    np.testing.assert_array_equal(rows.obsm["X_musegnn"], g_ref[rows.obs_names].obsm["X_musegnn"])
+    for path, digest in mapped["hashes"].items():
+        assert _sha(path) == digest, f"{path} was written"
+
+
+@pytest.mark.parametrize("case", ["missing", "no_model", "output_is_reference"])
+def test_map_bad_reference_is_one_line_and_exit_2(pipeline, mapped, tmp_path, capsys, case):
+    query = str(pipeline["graphs"][NAMES[2]])
+    if case == "missing":
+        ref, out = tmp_path / "nope", tmp_path / "out"
+    elif case == "no_model":
+        ref, out = tmp_path, tmp_path.parent / f"{tmp_path.name}_out"
+    else:
+        ref = out = mapped["ref"]
+    code = main(["map", query, "--reference", str(ref), "-o", str(out), "-q", "--overwrite"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("musegnn-sc: error:")
+    assert str(ref) in err

@@ -1,6 +1,6 @@
 """The ``musegnn-sc`` command line: one verb per step of the pipeline, from ``.h5ad`` files to gene modules.
 
-``graphs``, ``train``, ``modules``, ``demo`` and ``benchmark``; see :data:`DESCRIPTION` (the text of
+``graphs``, ``train``, ``map``, ``modules``, ``demo`` and ``benchmark``; see :data:`DESCRIPTION` (the text of
 ``musegnn-sc --help``) and ``workflow/Snakefile``, which runs the same verbs with Snakemake.
 """
 
@@ -40,6 +40,11 @@ Typical use, one job per dataset, then one joint training:
   {PROG} graphs lung.h5ad -o graphs/lung.h5ad --tissue lung --species human
   {PROG} train graphs/heart.h5ad graphs/lung.h5ad -o model --embeddings genes.h5ad
   {PROG} modules genes.h5ad --gmt h.all.v2023.1.Hs.symbols.gmt -o modules
+
+and later, a new study mapped into that model without retraining it:
+
+  {PROG} graphs kidney.h5ad -o graphs/kidney.h5ad --tissue kidney --species human
+  {PROG} map graphs/kidney.h5ad --reference model -o model_kidney --embeddings genes_kidney.h5ad
 
 Every verb checks its inputs and outputs before computing anything, refuses to replace an existing output unless
 given --overwrite (and never replaces one of its inputs), writes through a temporary file in the output's directory
@@ -760,6 +765,70 @@ def _train(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- map
+def _map(args) -> int:
+    import musegnn_sc as msg
+    from musegnn_sc.model._model import MODEL_FILE
+
+    reference = Path(args.reference)
+    if not reference.is_dir():
+        what = "is a file" if reference.exists() else "does not exist"
+        msg_ = f"--reference {str(reference)!r} {what}: pass the MODEL_DIR written by `{PROG} train`."
+        raise CLIError(msg_)
+    if not (reference / MODEL_FILE).is_file():
+        msg_ = f"--reference {str(reference)!r} holds no {MODEL_FILE}: pass the MODEL_DIR written by `{PROG} train`."
+        raise CLIError(msg_)
+    files: list[Path] = [reference]
+    for raw in args.inputs:
+        if Path(raw).suffix.lower() in _COLLECTION_SUFFIXES:
+            files.append(_existing_file(raw, "collection file"))
+            files.extend(e.path for e in read_collection(raw))
+        else:
+            files.append(Path(raw))
+    out = _output_path(args.output, inputs=files, overwrite=args.overwrite, directory=True, what="model directory")
+    emb = None
+    if args.embeddings is not None:
+        emb = _output_path(args.embeddings, inputs=files, overwrite=args.overwrite, suffix=".h5ad", what="embeddings")
+        if _inside(emb, out):
+            msg_ = f"--embeddings {str(emb)!r} is inside the model directory, which is replaced as a whole: put it outside."
+            raise CLIError(msg_)
+
+    model_ref = msg.model.MuSeGNN.load(reference)
+    _, datasets = _collect_datasets(args.inputs)
+    mdata = _as_mudata(datasets)
+    options = {}
+    if args.epochs is not None:
+        options["max_epochs"] = args.epochs
+    with _lightning_logs(_verbosity(args) >= 3):
+        gdata, model = msg.tl.map_to_reference(
+            mdata,
+            model_ref,
+            freeze=not args.fine_tune,
+            seed=args.seed,
+            include_reference=not args.query_only,
+            return_model=True,
+            progress_bar=_verbosity(args) >= 2,
+            **options,
+        )
+    history = model.history
+    if len(history):
+        _print(args, f"Loss history of the mapping (first, middle and last epochs):\n{pd_table(history).to_string()}")
+    with atomic_directory(out) as tmp:
+        model.save(tmp, overwrite=True)
+        gdata.write_h5ad(tmp / EMBEDDINGS_FILE)
+        history.to_csv(tmp / HISTORY_FILE, sep="\t")
+    written = [str(out)]
+    if emb is not None:
+        _write_h5ad_atomic(gdata, emb)
+        written.append(str(emb))
+    _print(
+        args,
+        f"Wrote {' and '.join(written)} ({len(datasets)} dataset(s) mapped into the {len(model_ref.graphs)}-dataset "
+        f"reference; {gdata.n_obs} gene embeddings)",
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- modules
 def _modules(args) -> int:
     import musegnn_sc as msg
@@ -1155,6 +1224,57 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_train)
 
 
+def _add_map(sub) -> None:
+    p = sub.add_parser(
+        "map",
+        help="map new datasets into a trained model (reference mapping); save the combined model and embeddings",
+        description=(
+            "Embed the datasets given into the gene space of a model saved by `musegnn-sc train`\n"
+            "(msg.tl.map_to_reference): each query dataset gets its own layer and decoder, the reference's weights\n"
+            "stay frozen (its embeddings do not move), and training steps on the query graphs with partners from\n"
+            "the reference. The combined model (reference and query) is saved to MODEL_DIR like `train` does.\n\n"
+            "Query datasets are given as for `train`: .h5ad files, .h5mu files or collection files (.toml, .yaml);\n"
+            "their names must differ from the reference's datasets."
+        ),
+        epilog=f"example:\n  {PROG} map new_study.h5ad --reference model -o model_mapped --embeddings mapped.h5ad",
+        formatter_class=_Formatter,
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="QUERY",
+        help=f"query datasets with graphs (written by `{PROG} graphs`): .h5ad, .h5mu or collection files",
+    )
+    p.add_argument("--reference", required=True, metavar="MODEL_DIR", help=f"model directory written by `{PROG} train`")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="directory of the combined model")
+    p.add_argument(
+        "--embeddings",
+        default=None,
+        metavar="FILE.h5ad",
+        help=f"also write the gene embeddings here (they are always in MODEL_DIR/{EMBEDDINGS_FILE})",
+    )
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="mapping epochs (default: as many as the reference was trained for)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the new layers and of every random draw (default: 0)")
+    p.add_argument(
+        "--fine-tune",
+        action="store_true",
+        help="train every weight, the reference's included (its embeddings then move); default: reference frozen",
+    )
+    p.add_argument(
+        "--query-only",
+        action="store_true",
+        help="write the query datasets' embeddings only (default: reference and query rows together)",
+    )
+    _common(p)
+    p.set_defaults(func=_map)
+
+
 def _add_modules(sub) -> None:
     p = sub.add_parser(
         "modules",
@@ -1245,6 +1365,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_graphs(sub)
     _add_train(sub)
+    _add_map(sub)
     _add_modules(sub)
     _add_demo(sub)
 

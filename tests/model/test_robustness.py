@@ -232,8 +232,8 @@ def test_overwrite_replaces_model_pt_atomically_and_keeps_other_files(saved, two
 
     def failing_save(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
-        with open(f, "r+b") as fh:  # half-written, then the disk fills up
-            fh.truncate(100)
+        f.flush()  # half-written, then the disk fills up
+        f.truncate(100)
         raise OSError("No space left on device")
 
     monkeypatch.setattr(torch, "save", failing_save)
@@ -282,3 +282,20 @@ def test_wrong_inputs_to_the_model_get_errors_that_name_the_fix(make_planted):
     del mdata.uns["musegnn_setup"]
     with pytest.raises(KeyError, match="no co-expression graph.*build_coexpression_graphs"):
         MuSeGNN(mdata)
+
+
+def test_saved_models_have_the_modes_of_ordinary_files(two_epochs, tmp_path):
+    """Temporary files and directories are private (0600/0700); the saved model must not stay so."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "model"
+        two_epochs.save(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755
+        assert stat.S_IMODE((path / MODEL_FILE).stat().st_mode) == 0o644
+        two_epochs.save(path, overwrite=True)
+        assert stat.S_IMODE((path / MODEL_FILE).stat().st_mode) == 0o644
+    finally:
+        os.umask(old)

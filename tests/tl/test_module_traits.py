@@ -104,3 +104,14 @@ def _mixed(ad):
     out = ad.copy()
     out.obs["mix"] = "one"
     return out
+
+
+def test_integer_group_labels_and_reference(scored):
+    """``reference=0`` on an integer column names the group labelled 0 (labels are compared as strings)."""
+    mdata, ad = scored
+    planted = mdata.uns["toy_truth"]["condition"]["module"]
+    coded = ad.copy()
+    coded.obs["code"] = (coded.obs["condition"].astype(str) != "ctrl").astype(int).to_numpy()
+    by_code = msg.tl.differential_module_activity(coded, "code", reference=0).set_index("module")
+    by_name = msg.tl.differential_module_activity(ad, "condition", reference="ctrl").set_index("module")
+    np.testing.assert_allclose(by_code.loc[planted, "delta"], by_name.loc[planted, "delta"])

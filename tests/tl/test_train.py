@@ -86,12 +86,13 @@ def _state(mdata):
 
 
 class _RaiseMidEpoch(pl.Callback):
-    def __init__(self, epoch=0, batch=1):
+    def __init__(self, epoch=0, batch=1, error=None):
         self.epoch, self.batch = epoch, batch
+        self.error = RuntimeError("boom in the middle of an epoch") if error is None else error
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            raise RuntimeError("boom in the middle of an epoch")
+            raise self.error
 
 
 def _break(adata, how):
@@ -241,3 +242,19 @@ def test_backed_modalities_train_on_stored_graphs_and_need_memory_to_build(graph
     train_musegnn(backed, max_epochs=1, features="expression", **FAST)  # reads the backed counts
     with pytest.raises(ValueError, match="'rna_heart_1' is backed.*to_memory"):
         train_musegnn(backed, max_epochs=1, rebuild=True, **FAST)
+
+
+def test_ctrl_c_before_the_first_epoch_writes_nothing(graphs_mudata):
+    """An interrupt that leaves only random weights must not write embeddings that mean nothing."""
+    mdata = graphs_mudata.copy()
+    before = _state(mdata)
+    stop = _RaiseMidEpoch(epoch=0, batch=1, error=KeyboardInterrupt())
+    with pytest.raises(RuntimeError, match="nothing was written"), pytest.warns(UserWarning, match="interrupted"):
+        train_musegnn(mdata, max_epochs=3, callbacks=[stop], **FAST)
+    assert _state(mdata) == before
+    # after one complete epoch the interrupted model is usable: results are written, with the warning
+    stop = _RaiseMidEpoch(epoch=1, batch=1, error=KeyboardInterrupt())
+    with pytest.warns(UserWarning, match="interrupted"):
+        gdata = train_musegnn(mdata, max_epochs=3, callbacks=[stop], **FAST)
+    assert len(gdata.uns["musegnn"]["history"]["loss"]) == 1
+    assert all("X_musegnn" in a.varm for a in mdata.mod.values())

@@ -754,8 +754,6 @@ class MuSeGNN:
         >>> model.save("musegnn_model", overwrite=True)
         >>> model = msg.model.MuSeGNN.load("musegnn_model")
         """
-        import torch
-
         path = Path(dir_path)
         if path.exists() and not overwrite:
             msg = f"{path} already exists. Pass `overwrite=True` to replace it, or choose another directory."
@@ -783,15 +781,18 @@ class MuSeGNN:
             os.close(fd)
             tmp_file = Path(name)
             try:
-                torch.save(payload, tmp_file)
+                _save_durably(payload, tmp_file)
                 os.replace(tmp_file, path / MODEL_FILE)
+                _fsync_directory(path)
             finally:
                 tmp_file.unlink(missing_ok=True)
             return
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            torch.save(payload, tmp / MODEL_FILE)
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: a model directory is as readable as any other
+            _save_durably(payload, tmp / MODEL_FILE)
             os.replace(tmp, path)
+            _fsync_directory(path.parent)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -1095,6 +1096,37 @@ def check_train_kwargs(kwargs: dict[str, Any], *, caller: str) -> None:
         "`lightning.pytorch.Trainer`." + (f" Did you mean: {', '.join(hints)}" if hints else "")
     )
     raise TypeError(msg)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _save_durably(payload: dict[str, Any], file: Path) -> None:
+    """``torch.save`` with the mode of a normally created file, flushed to disk before it is renamed into place."""
+    import torch
+
+    with open(file, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(file, 0o666 & ~_umask())  # mkstemp makes 0600: keep shared model directories readable
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _setup_from_uns(setup) -> dict[str, Any]:

@@ -78,6 +78,7 @@ def differential_module_activity(
     present = list(dict.fromkeys(labels.dropna()))
     if hasattr(adata.obs[groupby], "cat"):
         present = [str(c) for c in adata.obs[groupby].cat.categories if str(c) in set(present)]
+    reference = str(reference)  # group labels are compared as strings (integer or leiden labels alike)
     if reference != "rest" and reference not in present:
         msg = f"`reference={reference!r}` is not a group of `obs[{groupby!r}]` (groups: {', '.join(present)})."
         raise ValueError(msg)

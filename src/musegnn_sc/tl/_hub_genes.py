@@ -45,6 +45,12 @@ def module_gene_vectors(gdata: AnnData, membership: pd.DataFrame, modules_key: s
 
 def module_expression(adata: AnnData, membership, *, layer, gene_symbols, min_genes: int = 2):
     """Per module: the log-normalised columns of its genes in ``adata`` (non-constant) and their gene names."""
+    if hasattr(adata, "mod"):
+        msg = (
+            "`adata` is a MuData: pass the AnnData of one modality, e.g. `mdata.mod['rna_kang_ctrl']`, to rank hub "
+            "genes by their correlation with the eigengene in that dataset."
+        )
+        raise TypeError(msg)
     X, names, counts = expression(adata, layer=layer, gene_symbols=gene_symbols, where="`adata`")
     cols = match_modules(membership, names, min_genes=min_genes, where="`adata`", gene_symbols=gene_symbols)
     out = {}

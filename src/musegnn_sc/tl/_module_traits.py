@@ -86,6 +86,10 @@ def module_trait_correlation(
     0/1 column per category (``'trait: category'``); booleans are 0/1. Cells with a missing trait value are left out
     of that trait's tests.
 
+    The p-values treat cells as independent observations: with thousands of cells nearly every correlation is
+    significant, and cells of one donor are not independent. For a condition effect with biological replicates,
+    test per-sample pseudobulk scores with :func:`~musegnn_sc.tl.differential_module_activity` (``sample_key=``).
+
     Parameters
     ----------
     adata

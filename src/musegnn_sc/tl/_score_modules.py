@@ -302,6 +302,14 @@ def _score_one(
         getattr(dc.mt, method)(tmp, net, tmin=min_genes, empty=False, verbose=False, **kwargs)
         es = tmp.obsm[f"score_{method}"]
         scores = {m: es[m].to_numpy(dtype=np.float64) for m in cols if m in es.columns}
+        dropped = [str(m) for m in cols if m not in scores]
+        if dropped:
+            warnings.warn(
+                f"decoupler's {method!r} returned no score for module(s) {', '.join(dropped)} (it filters targets "
+                f"itself, e.g. genes without variance): they are left out of the scores.",
+                UserWarning,
+                stacklevel=3,
+            )
         if f"padj_{method}" in tmp.obsm:
             padj = tmp.obsm[f"padj_{method}"][list(scores)]
         for m, c in cols.items():

@@ -149,9 +149,13 @@ def spatial_modules(
     table.index = table.index.astype(str)
     table.index.name = "module"
     key = key_added or f"{scores_key}_moranI"
-    params = {"scores_key": scores_key, "spatial_key": spatial_key, "graph_built": built}
+    params = {"scores_key": scores_key, "spatial_key": spatial_key, "graph_built": built, "seed": int(seed)}
+    if n_perms is not None:  # h5ad stores no None
+        params["n_perms"] = int(n_perms)
     if built:
         params["n_neighs"] = n_neighs
+        if coord_type is not None:
+            params["coord_type"] = coord_type
     else:
         params["connectivity_key"] = connectivity_key
     adata.uns[key] = {"params": params, "table": table}

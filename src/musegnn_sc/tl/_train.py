@@ -290,6 +290,14 @@ def train_musegnn(
         MuSeGNN.setup_mudata(mdata, graph_key=graph_key, mods=names, features=features, layer=layer)
         model = MuSeGNN(mdata, n_latent=n_latent, share_by=share_by, decoder=decoder, attention=attention, seed=seed)
         model.train(max_epochs=max_epochs, seed=seed, **train_kwargs)
+        if not model.is_trained_:
+            # Ctrl-C or a NaN loss before the first epoch ended: the weights are the random initial ones, so write
+            # nothing (the train warning said why) rather than embeddings that mean nothing
+            msg = (
+                "Training stopped before its first epoch was complete (see the warning above): nothing was written. "
+                "Run `train_musegnn` again (lower the learning rates if the loss became NaN)."
+            )
+            raise RuntimeError(msg)
         gdata = model.get_gene_embeddings()
         emb = model.get_latent_representation()
         full = {}
