@@ -1,4 +1,4 @@
-"""The gene-level AnnData of a :func:`toy_mudata`'s planted modules, with an embedding in which hubs are central."""
+"""The gene-level AnnData of a :func:`~musegnn_sc.datasets.toy_mudata`'s planted modules, with an embedding in which hubs are central."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from musegnn_sc.datasets._simulate import NO_MODULE, TRUTH_KEY
 def toy_module_gdata(
     mdata: MuData, *, n_dims: int = 32, key_added: str = "leiden", background: bool = False, seed: int = 0
 ) -> AnnData:
-    """Gene-level AnnData holding the planted modules of :func:`toy_mudata` as if :func:`~musegnn_sc.tl.gene_modules` had found them.
+    """Gene-level AnnData holding the planted modules of :func:`~musegnn_sc.datasets.toy_mudata` as if :func:`~musegnn_sc.tl.gene_modules` had found them.
 
     One row per (dataset, gene) of the planted modules, in the layout of :func:`musegnn_sc.tl.train_musegnn`
     (``obs`` columns ``gene``, ``dataset``, ``omics``, ``tissue``, ``species``), the planted module in
@@ -26,7 +26,7 @@ def toy_module_gdata(
     Parameters
     ----------
     mdata
-        Output of :func:`toy_mudata` (its ``uns['toy_truth']`` is read).
+        Output of :func:`~musegnn_sc.datasets.toy_mudata` (its ``uns['toy_truth']`` is read).
     n_dims
         Embedding width.
     key_added

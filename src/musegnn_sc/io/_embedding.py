@@ -467,7 +467,7 @@ def write_gene_embedding(
     use_rep: str = _keys.EMBEDDING,
     overwrite: bool = False,
 ) -> None:
-    """Write one vector per gene in a format other tools read (the formats of :func:`read_gene_embedding`).
+    """Write one vector per gene in a format other tools read (the formats of :func:`~musegnn_sc.io.read_gene_embedding`).
 
     A gene-level AnnData with several rows per gene (one per dataset, as :func:`~musegnn_sc.tl.train_musegnn`
     returns it) is first reduced to one vector per gene with :func:`~musegnn_sc.tl.aggregate_genes` (the mean of the
@@ -486,7 +486,7 @@ def write_gene_embedding(
     path
         File to write; a ``.gz`` suffix compresses the text formats.
     format
-        Format (see :func:`read_gene_embedding`); ``None`` infers it from the suffix.
+        Format (see :func:`~musegnn_sc.io.read_gene_embedding`); ``None`` infers it from the suffix.
     use_rep
         ``gdata.obsm`` key of the vectors.
     overwrite

@@ -815,7 +815,8 @@ class MuSeGNN:
 
         Returns
         -------
-        The model, in eval mode, with its history.
+        musegnn_sc.model.MuSeGNN
+            The loaded model, in eval mode, with its history.
 
         Examples
         --------

@@ -88,7 +88,7 @@ def module_network(
     centrality) are nodes, sized by their kME or centrality and coloured by module; each is joined to its
     ``n_edges`` most similar hubs of the same module, by cosine of the gene embeddings (``edges="embedding"``) or
     by correlation of expression in ``adata`` (``edges="coexpression"``), the edge width following the strength.
-    Laid out with :func:`networkx.spring_layout`.
+    Laid out with ``networkx.spring_layout``.
 
     Parameters
     ----------

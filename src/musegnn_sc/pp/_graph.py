@@ -602,6 +602,13 @@ def build_coexpression_graphs(
     ``None``, or a copy of ``mdata`` if ``copy=True``. Each processed modality gets the keys listed in
     :func:`~musegnn_sc.pp.build_coexpression_graph`; ``uns['{{key_added}}']`` records its ``omics``, ``tissue`` and
     ``species``, which :func:`~musegnn_sc.tl.train_musegnn` reads.
+
+    Examples
+    --------
+    >>> import musegnn_sc as msg
+    >>> mdata = msg.datasets.toy_mudata(include_mouse=False)
+    >>> msg.pp.build_coexpression_graphs(mdata, n_top_genes=300, n_jobs=2)
+    >>> mdata.mod["rna_heart_1"].uns["coexpression"]["n_edges"]
     """
     t0 = logg.start("building co-expression graphs")
     names = resolve_mods(mdata, mods)

@@ -749,6 +749,15 @@ def score_methods(
     when seeds are given (sample standard deviation, ``ddof=1``), ``avg_score``, ``avg_rank``, and with seeds
     ``avg_score_std`` / ``avg_rank_std``: the spread of the per-seed scores (each seed scaled and ranked on its own),
     and ``n_seeds``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> import musegnn_sc as msg
+    >>> table = pd.DataFrame(
+    ...     {"method": ["musegnn", "musegnn", "pca", "pca"], "seed": [0, 1, 0, 1], "AUC": [0.9, 0.88, 0.6, 0.62]}
+    ... )
+    >>> msg.tl.score_methods(table)[["avg_score", "avg_rank"]]
     """
     df = table.copy()
     if isinstance(df.index, pd.MultiIndex) or df.index.name in (method_key, seed_key):
