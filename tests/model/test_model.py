@@ -123,8 +123,10 @@ def test_every_loss_term_decreases(trained):
 def test_same_gene_from_two_datasets_ends_close(trained):
     _, _, before, after = trained
     same, rand = _same_gene_cosine(after), _random_pair_cosine(after)
-    assert same > 0.95
-    assert same > rand + 0.15  # L_Sim summed over genes also draws unrelated genes together (see sim_reduction)
+    assert same > 0.9, (same, rand)
+    # the InfoNCE over common genes (default contrastive_anchors='all') keeps unrelated genes apart; the paper's
+    # summed L_Sim reached same > 0.95 but only rand + 0.15 (see test_contrastive_anchors.py)
+    assert same > rand + 0.3, (same, rand)
     assert same > _same_gene_cosine(before) + 0.5
     ranked, ranked_before = _partner_in_top_decile(after), _partner_in_top_decile(before)
     assert ranked > 0.85
@@ -150,10 +152,11 @@ def test_leiden_recovers_planted_cross_dataset_modules(trained):
 def test_ablations_change_the_result(trained):
     mdata, model, _, after = trained
     no_sim = MuSeGNN(mdata)
-    no_sim.train(max_epochs=EPOCHS, lambda_sim=0, **FAST)
+    # the default InfoNCE over common genes aligns copies as well: switch off both terms that tie datasets together
+    no_sim.train(max_epochs=EPOCHS, lambda_sim=0, lambda_contrastive=0, **FAST)
     g = no_sim.get_gene_embeddings()
     assert (no_sim.history["sim"] == 0).all()
-    # without L_Sim nothing aligns the datasets: the same gene is no closer than random pairs, modules split
+    # without them nothing aligns the datasets: the same gene is no closer than random pairs, modules split
     assert _same_gene_cosine(g) < _same_gene_cosine(after) - 0.4
     truth = _modules(mdata)
     assert adjusted_rand_score(truth, _leiden(g.obsm["X_musegnn"])) < 0.7

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 Reduction = Literal["sum", "mean"]
+#: Anchors of ``L_InfoNCE``: genes absent from the partner only (paper), or the common genes as well.
+ContrastiveAnchors = Literal["different", "all"]
 
 
 def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -98,7 +98,8 @@ class MuSeGNN:
     graph ``i`` and a partner ``j`` sampled from the others (Algorithm 1), the reconstruction loss ``L_BCE``, minus the
     cosine similarity of the genes ``i`` and ``j`` share weighted by the Jaccard overlap of their neighbourhoods
     (``L_Sim``), and ``lambda_c`` times an InfoNCE loss pulling each gene the pair does not share towards one of its
-    graph neighbours (``L_InfoNCE``). See :meth:`train` for the options.
+    graph neighbours (``L_InfoNCE``; by default also each gene the pair shares towards its own copy in the partner and
+    away from the other genes, which keeps the space from collapsing). See :meth:`train` for the options.
 
     Differences from the authors' code, by design: node features are the graph builder's reduced features (so the
     first layer does not grow with the number of cells; the full profile is an option); graphs may have any number of
@@ -331,10 +332,11 @@ class MuSeGNN:
         lr_encoder: float = 1e-4,
         lr_decoder: float = 1e-3,
         lambda_sim: float = 1.0,
-        lambda_contrastive: float = 0.01,
+        lambda_contrastive: float = 1.0,
         temperature: float = 0.07,
         n_contrastive: int = 100,
-        sim_reduction: Literal["sum", "mean"] = "sum",
+        sim_reduction: Literal["sum", "mean"] = "mean",
+        contrastive_anchors: Literal["different", "all"] = "all",
         symmetric_infonce: bool = False,
         early_stopping: bool = False,
         early_stopping_patience: int = 30,
@@ -354,12 +356,15 @@ class MuSeGNN:
 
         One epoch visits every graph ``i`` once, in order; each visit is one Adam step on
         ``L_BCE(i) + lambda_sim L_Sim(i, j) + lambda_contrastive L_InfoNCE(i, j)`` for a partner ``j`` drawn uniformly
-        from the other graphs and encoded with gradients. Calling :meth:`train` again continues from the current
-        weights (with a new optimiser) and appends to :attr:`history`. If training stops early (Ctrl-C, a NaN loss or an
-        exception, which is re-raised), the model keeps the weights of its last complete epoch, :attr:`history` lists
-        exactly those epochs, and the module is back in eval mode. For a model made by :meth:`load_query_data`, an
-        epoch visits the query graphs only (partners are still drawn from every other graph), frozen parameters are
-        not optimised, and :attr:`history` records the query's training.
+        from the other graphs and encoded with gradients. The defaults are those that won on real datasets nobody
+        tuned on (``benchmarks/validate_defaults.py``, see the design notes): the authors' mean ``L_Sim`` and an
+        InfoNCE that also contrasts the genes the two datasets share; the paper's text is
+        ``sim_reduction='sum', lambda_contrastive=0.01, contrastive_anchors='different'``. Calling :meth:`train`
+        again continues from the current weights (with a new optimiser) and appends to :attr:`history`. If training
+        stops early (Ctrl-C, a NaN loss or an exception, which is re-raised), the model keeps the weights of its last
+        complete epoch, :attr:`history` lists exactly those epochs, and the module is back in eval mode. For a model
+        made by :meth:`load_query_data`, an epoch visits the query graphs only (partners are still drawn from every
+        other graph), frozen parameters are not optimised, and :attr:`history` records the query's training.
 
         Parameters
         ----------
@@ -373,19 +378,26 @@ class MuSeGNN:
         lambda_sim
             Weight of ``L_Sim`` (paper: 1; 0 switches it off).
         lambda_contrastive
-            Weight ``lambda_c`` of ``L_InfoNCE`` (paper: 0.01; 0 switches it off).
+            Weight ``lambda_c`` of ``L_InfoNCE`` (paper: 0.01; 0 switches it off). The default 1 goes with
+            ``contrastive_anchors='all'``: at 0.01 nothing but the reconstruction keeps unrelated genes apart.
         temperature
             InfoNCE temperature (paper: 0.07).
         n_contrastive
             Genes absent from the partner sampled (without replacement) per graph and step as InfoNCE anchors
-            (authors' code: 100, with replacement).
+            (authors' code: 100, with replacement); with ``contrastive_anchors='all'``, also the number of common genes
+            sampled per step.
         sim_reduction
-            ``'sum'``: ``L_Sim`` sums the weighted cosine similarities over common genes (paper text). ``'mean'``:
-            averages them (authors' code, which produced the paper's tables), which weights ``L_Sim`` about
-            ``n_common`` times less. The mean scores better on the real-data benchmark (Avg Score 0.84 vs 0.54, first
-            vs fourth of eight methods), mixes datasets more, and keeps the reconstruction loss falling with many
-            datasets (32 graphs: 0.71 -> 0.66 over 3 epochs; the sum: 0.73 -> 1.00): use it for benchmarks and large
-            collections (see the design notes).
+            ``'mean'`` (default): ``L_Sim`` averages the Jaccard-weighted cosine similarities over common genes
+            (authors' code, which produced the paper's tables). ``'sum'``: sums them (paper text), which weights
+            ``L_Sim`` about ``n_common`` times more and collapses the space: on seven real datasets nobody tuned on,
+            random cross-dataset gene pairs end at cosine 0.91, a gene's own copies at 0.98 (see the design notes).
+        contrastive_anchors
+            Anchors of ``L_InfoNCE``. ``'all'`` (default): the genes absent from the partner (positive: a graph
+            neighbour, as the paper) and up to ``n_contrastive`` genes common to both graphs, whose positive is the
+            same gene's embedding in the partner and whose negatives are the other genes of the batch, so unrelated
+            genes are pushed apart while copies are pulled together. ``'different'``: the paper's eq. 6, genes
+            absent from the partner only. The paper's exact objective is ``sim_reduction='sum',
+            lambda_contrastive=0.01, contrastive_anchors='different'``.
         symmetric_infonce
             ``False``: queries against keys (paper eq. 6). ``True``: NT-Xent over the pooled anchors and positives,
             as pytorch-metric-learning >= 2.2 computes the authors' ``SelfSupervisedLoss``.
@@ -430,6 +442,9 @@ class MuSeGNN:
         if sim_reduction not in ("sum", "mean"):
             msg = f"`sim_reduction` must be 'sum' or 'mean', got {sim_reduction!r}."
             raise ValueError(msg)
+        if contrastive_anchors not in ("different", "all"):
+            msg = f"`contrastive_anchors` must be 'different' or 'all', got {contrastive_anchors!r}."
+            raise ValueError(msg)
         if max_epochs < 1:
             msg = f"`max_epochs` must be at least 1, got {max_epochs}."
             raise ValueError(msg)
@@ -442,6 +457,7 @@ class MuSeGNN:
             temperature=float(temperature),
             n_contrastive=int(n_contrastive),
             sim_reduction=sim_reduction,
+            contrastive_anchors=contrastive_anchors,
             symmetric_infonce=bool(symmetric_infonce),
             lr_encoder=float(lr_encoder),
             lr_decoder=float(lr_decoder),

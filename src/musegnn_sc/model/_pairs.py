@@ -151,3 +151,17 @@ def sample_contrastive(
     offs = np.floor(rng.random(len(anchors)) * np.maximum(deg, 1)).astype(np.int64)
     pos = np.where(deg > 0, indices[np.minimum(indptr[anchors] + offs, len(indices) - 1)], anchors)
     return anchors, pos.astype(np.int64)
+
+
+def sample_common(
+    rng: np.random.Generator, common_i: np.ndarray, common_j: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw up to ``n`` common genes without replacement: their positions in graph ``i`` and in graph ``j``.
+
+    The cross-dataset InfoNCE anchors of ``contrastive_anchors='all'``: anchor ``z_i[g]``, positive ``z_j[g]``.
+    """
+    if len(common_i) == 0 or n <= 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    pick = rng.choice(len(common_i), size=min(n, len(common_i)), replace=False)
+    return common_i[pick].astype(np.int64), common_j[pick].astype(np.int64)

@@ -2,7 +2,8 @@
 
 Each training "batch" is the index ``i`` of one graph. The step encodes graph ``i``, reconstructs its adjacency
 (``L_BCE``), samples a partner ``j`` uniformly from the other graphs, encodes it with gradients (as the reference), and
-adds ``L_Sim`` on their common genes and ``lambda_c L_InfoNCE`` on their different genes. Every random draw of a step
+adds ``L_Sim`` on their common genes and ``lambda_c L_InfoNCE`` on their different genes (and, with
+``contrastive_anchors='all'``, on their common genes too, each gene's copy in the partner being its positive). Every random draw of a step
 (partner, InfoNCE anchors and their neighbours) comes from a generator seeded by ``(seed, epoch, i)``, so a run is
 reproducible, a resumed run draws what an uninterrupted one would have drawn, and DDP ranks need no shared state.
 """
@@ -19,9 +20,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ._denormals import set_flush_denormal_all_threads
-from ._losses import Reduction, info_nce, reconstruction_loss, similarity_loss
+from ._losses import ContrastiveAnchors, Reduction, info_nce, reconstruction_loss, similarity_loss
 from ._module import GraphTensors, MuSeGNNModule
-from ._pairs import PairCache, sample_contrastive
+from ._pairs import PairCache, sample_common, sample_contrastive
 
 #: Names of the loss terms recorded in the history, in order.
 LOSS_TERMS = ("loss", "bce", "sim", "infonce")
@@ -32,10 +33,11 @@ class LossConfig:
     """Weights and options of the loss terms (see :meth:`musegnn_sc.model.MuSeGNN.train`)."""
 
     lambda_sim: float = 1.0
-    lambda_contrastive: float = 0.01
+    lambda_contrastive: float = 1.0
     temperature: float = 0.07
     n_contrastive: int = 100
-    sim_reduction: Reduction = "sum"
+    sim_reduction: Reduction = "mean"
+    contrastive_anchors: ContrastiveAnchors = "all"
     symmetric_infonce: bool = False
     lr_encoder: float = 1e-4
     lr_decoder: float = 1e-3
@@ -172,9 +174,14 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
             if cfg.lambda_contrastive != 0:
                 a_i, p_i = sample_contrastive(rng, pair.diff_i, *self.neighbours[i], cfg.n_contrastive)
                 a_j, p_j = sample_contrastive(rng, pair.diff_j, *self.neighbours[j], cfg.n_contrastive)
-                if len(a_i) + len(a_j) > 1:
-                    anchors = torch.cat([z_i[torch.from_numpy(a_i).to(dev)], z_j[torch.from_numpy(a_j).to(dev)]])
-                    positives = torch.cat([z_i[torch.from_numpy(p_i).to(dev)], z_j[torch.from_numpy(p_j).to(dev)]])
+                parts = [(z_i, a_i, z_i, p_i), (z_j, a_j, z_j, p_j)]
+                if cfg.contrastive_anchors == "all":
+                    # each common gene's copy in the partner is its positive; every other gene is a negative
+                    c_i, c_j = sample_common(rng, pair.common_i, pair.common_j, cfg.n_contrastive)
+                    parts.append((z_i, c_i, z_j, c_j))
+                if sum(len(p[1]) for p in parts) > 1:
+                    anchors = torch.cat([za[torch.from_numpy(a).to(dev)] for za, a, _, _ in parts])
+                    positives = torch.cat([zp[torch.from_numpy(p).to(dev)] for _, _, zp, p in parts])
                     nce = info_nce(anchors, positives, temperature=cfg.temperature, symmetric=cfg.symmetric_infonce)
         loss = bce + cfg.lambda_sim * sim + cfg.lambda_contrastive * nce
         return {"loss": loss, "bce": bce, "sim": sim, "infonce": nce}

@@ -158,9 +158,11 @@ def train_musegnn(
     return_model
         Also return the trained model.
     **train_kwargs
-        Options of :meth:`musegnn_sc.model.MuSeGNN.train` (learning rates, loss weights, ``early_stopping``,
-        ``accelerator``, ``devices``, ``strategy``, ``checkpoint_dir``, ...). Unknown options raise a
-        :class:`TypeError` before anything is computed.
+        Options of :meth:`musegnn_sc.model.MuSeGNN.train` (learning rates, loss weights, ``sim_reduction``,
+        ``contrastive_anchors``, ``early_stopping``, ``accelerator``, ``devices``, ``strategy``, ``checkpoint_dir``,
+        ...). Unknown options raise a :class:`TypeError` before anything is computed. The defaults are those chosen
+        on real data (authors' mean ``L_Sim``, InfoNCE over shared genes too); the paper's text is
+        ``sim_reduction="sum", lambda_contrastive=0.01, contrastive_anchors="different"``.
 
     Returns
     -------
