@@ -670,6 +670,7 @@ _TRAIN_OPTIONS = {
     "sim_reduction": "sim_reduction",
     "lambda_sim": "lambda_sim",
     "lambda_contrastive": "lambda_contrastive",
+    "contrastive_anchors": "contrastive_anchors",
     "lr_encoder": "lr_encoder",
     "lr_decoder": "lr_decoder",
     "accelerator": "accelerator",
@@ -1147,8 +1148,16 @@ def _add_train(sub) -> None:
         "--sim-reduction",
         choices=["sum", "mean"],
         default=None,
-        help=f"cross-dataset similarity loss summed over the shared genes (paper text) or averaged (authors' code, "
-        f"better for many datasets) (default: {d('sim_reduction')})",
+        help=f"cross-dataset similarity loss summed over the shared genes (paper text, collapses the space) or "
+        f"averaged (authors' code) (default: {d('sim_reduction')})",
+    )
+    g.add_argument(
+        "--contrastive-anchors",
+        choices=["all", "different"],
+        default=None,
+        help="genes of the contrastive loss: also those the two datasets share, each pulled onto its copy and pushed "
+        "from the other genes, or only those the partner lacks (paper; best for differential co-expression) "
+        f"(default: {d('contrastive_anchors')})",
     )
     g.add_argument(
         "--lambda-sim",
