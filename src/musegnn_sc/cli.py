@@ -699,25 +699,51 @@ def _lightning_logs(show: bool) -> Iterator[None]:
             logging.getLogger(n).setLevel(level)
 
 
-def _train(args) -> int:
-    import musegnn_sc as msg
-
-    out = Path(args.output)
+def _input_paths(inputs: Sequence[str]) -> list[Path]:
+    """Every file a verb reads: the files given, and the collection files with the datasets they list."""
     files: list[Path] = []
-    # outputs are checked against the inputs' paths before any input is read
-    for raw in args.inputs:
+    for raw in inputs:
         if Path(raw).suffix.lower() in _COLLECTION_SUFFIXES:
             files.append(_existing_file(raw, "collection file"))
             files.extend(e.path for e in read_collection(raw))
         else:
             files.append(Path(raw))
-    out = _output_path(out, inputs=files, overwrite=args.overwrite, directory=True, what="model directory")
+    return files
+
+
+def _check_model_outputs(args, files: Sequence[Path]) -> tuple[Path, Path | None]:
+    """The model directory and the optional embeddings file of ``train``/``map``, checked before any work."""
+    out = _output_path(args.output, inputs=files, overwrite=args.overwrite, directory=True, what="model directory")
     emb = None
     if args.embeddings is not None:
         emb = _output_path(args.embeddings, inputs=files, overwrite=args.overwrite, suffix=".h5ad", what="embeddings")
         if _inside(emb, out):
             msg = f"--embeddings {str(emb)!r} is inside the model directory, which is replaced as a whole: put it outside."
             raise CLIError(msg)
+    return out, emb
+
+
+def _save_model_outputs(args, model, gdata, out: Path, emb: Path | None, title: str) -> str:
+    """Print the loss history, write the model directory (and the embeddings file) atomically; return what was written."""
+    history = model.history
+    if len(history):
+        _print(args, f"{title} (first, middle and last epochs):\n{pd_table(history).to_string()}")
+    with atomic_directory(out) as tmp:
+        model.save(tmp, overwrite=True)
+        gdata.write_h5ad(tmp / EMBEDDINGS_FILE)
+        history.to_csv(tmp / HISTORY_FILE, sep="\t")
+    written = [str(out)]
+    if emb is not None:
+        _write_h5ad_atomic(gdata, emb)
+        written.append(str(emb))
+    return " and ".join(written)
+
+
+def _train(args) -> int:
+    import musegnn_sc as msg
+
+    # outputs are checked against the inputs' paths before any input is read
+    out, emb = _check_model_outputs(args, _input_paths(args.inputs))
     ckpt = None
     if args.checkpoint_dir is not None:
         ckpt = Path(args.checkpoint_dir)
@@ -751,18 +777,8 @@ def _train(args) -> int:
         except MisconfigurationException as err:  # e.g. --accelerator gpu without a GPU
             msg_ = f"Lightning refused the hardware options ({' '.join(str(err).split())}): check --accelerator, --devices and --strategy."
             raise CLIError(msg_) from None
-    history = model.history
-    if len(history):
-        _print(args, f"Loss history (first, middle and last epochs):\n{pd_table(history).to_string()}")
-    with atomic_directory(out) as tmp:
-        model.save(tmp, overwrite=True)
-        gdata.write_h5ad(tmp / EMBEDDINGS_FILE)
-        history.to_csv(tmp / HISTORY_FILE, sep="\t")
-    written = [str(out)]
-    if emb is not None:
-        _write_h5ad_atomic(gdata, emb)
-        written.append(str(emb))
-    _print(args, f"Wrote {' and '.join(written)} ({gdata.n_obs} gene embeddings from {len(datasets)} datasets)")
+    written = _save_model_outputs(args, model, gdata, out, emb, "Loss history")
+    _print(args, f"Wrote {written} ({gdata.n_obs} gene embeddings from {len(datasets)} datasets)")
     return 0
 
 
@@ -779,20 +795,7 @@ def _map(args) -> int:
     if not (reference / MODEL_FILE).is_file():
         msg_ = f"--reference {str(reference)!r} holds no {MODEL_FILE}: pass the MODEL_DIR written by `{PROG} train`."
         raise CLIError(msg_)
-    files: list[Path] = [reference]
-    for raw in args.inputs:
-        if Path(raw).suffix.lower() in _COLLECTION_SUFFIXES:
-            files.append(_existing_file(raw, "collection file"))
-            files.extend(e.path for e in read_collection(raw))
-        else:
-            files.append(Path(raw))
-    out = _output_path(args.output, inputs=files, overwrite=args.overwrite, directory=True, what="model directory")
-    emb = None
-    if args.embeddings is not None:
-        emb = _output_path(args.embeddings, inputs=files, overwrite=args.overwrite, suffix=".h5ad", what="embeddings")
-        if _inside(emb, out):
-            msg_ = f"--embeddings {str(emb)!r} is inside the model directory, which is replaced as a whole: put it outside."
-            raise CLIError(msg_)
+    out, emb = _check_model_outputs(args, [reference, *_input_paths(args.inputs)])
 
     model_ref = msg.model.MuSeGNN.load(reference)
     _, datasets = _collect_datasets(args.inputs)
@@ -811,21 +814,11 @@ def _map(args) -> int:
             progress_bar=_verbosity(args) >= 2,
             **options,
         )
-    history = model.history
-    if len(history):
-        _print(args, f"Loss history of the mapping (first, middle and last epochs):\n{pd_table(history).to_string()}")
-    with atomic_directory(out) as tmp:
-        model.save(tmp, overwrite=True)
-        gdata.write_h5ad(tmp / EMBEDDINGS_FILE)
-        history.to_csv(tmp / HISTORY_FILE, sep="\t")
-    written = [str(out)]
-    if emb is not None:
-        _write_h5ad_atomic(gdata, emb)
-        written.append(str(emb))
+    written = _save_model_outputs(args, model, gdata, out, emb, "Loss history of the mapping")
     _print(
         args,
-        f"Wrote {' and '.join(written)} ({len(datasets)} dataset(s) mapped into the {len(model_ref.graphs)}-dataset "
-        f"reference; {gdata.n_obs} gene embeddings)",
+        f"Wrote {written} ({len(datasets)} dataset(s) mapped into the {len(model_ref.graphs)}-dataset reference; "
+        f"{gdata.n_obs} gene embeddings)",
     )
     return 0
 
@@ -1081,6 +1074,17 @@ def _add_graphs(sub) -> None:
     p.set_defaults(func=_graphs)
 
 
+def _model_outputs(p: argparse.ArgumentParser, what: str) -> None:
+    """``-o MODEL_DIR`` and ``--embeddings``, the outputs of the verbs that write a model."""
+    p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help=what)
+    p.add_argument(
+        "--embeddings",
+        default=None,
+        metavar="FILE.h5ad",
+        help=f"also write the gene embeddings here (they are always in MODEL_DIR/{EMBEDDINGS_FILE})",
+    )
+
+
 def _add_train(sub) -> None:
     d = _library_default
     p = sub.add_parser(
@@ -1108,13 +1112,7 @@ def _add_train(sub) -> None:
         metavar="GRAPHS",
         help=f"files written by `{PROG} graphs` (.h5ad, .h5mu) or collection files (.toml, .yaml)",
     )
-    p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="directory of the saved model")
-    p.add_argument(
-        "--embeddings",
-        default=None,
-        metavar="FILE.h5ad",
-        help=f"also write the gene embeddings here (they are always in MODEL_DIR/{EMBEDDINGS_FILE})",
-    )
+    _model_outputs(p, "directory of the saved model")
     g = p.add_argument_group("model")
     g.add_argument(
         "--n-latent",
@@ -1255,13 +1253,7 @@ def _add_map(sub) -> None:
         help=f"query datasets with graphs (written by `{PROG} graphs`): .h5ad, .h5mu or collection files",
     )
     p.add_argument("--reference", required=True, metavar="MODEL_DIR", help=f"model directory written by `{PROG} train`")
-    p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="directory of the combined model")
-    p.add_argument(
-        "--embeddings",
-        default=None,
-        metavar="FILE.h5ad",
-        help=f"also write the gene embeddings here (they are always in MODEL_DIR/{EMBEDDINGS_FILE})",
-    )
+    _model_outputs(p, "directory of the combined model")
     p.add_argument(
         "--epochs",
         type=_positive_int,
