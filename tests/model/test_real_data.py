@@ -89,7 +89,9 @@ def test_default_embedding_separates_genes_on_five_real_datasets(shared_data):
                 a = a[np.sort(rng.choice(a.n_obs, 400, replace=False))].copy()
             a.obs_names = [f"{name}:{k}" for k in range(a.n_obs)]
             a.var_names_make_unique()
-            msg.pp.build_coexpression_graph(a, omics=omics, n_top_genes=SEPARATION_GENES, tissue=tissue, species="human")
+            msg.pp.build_coexpression_graph(
+                a, omics=omics, n_top_genes=SEPARATION_GENES, tissue=tissue, species="human"
+            )
             mods[name] = a
     with md.set_options(pull_on_update=False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="var_names are not unique")
