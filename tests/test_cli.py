@@ -250,6 +250,25 @@ def test_graphs_gene_symbols(pipeline, tmp_path):
     assert list(graph.var_names) == list(adata.var_names)  # the IDs stay; nodes are named by symbol
 
 
+def test_graphs_device(tmp_path, monkeypatch, capsys):
+    """``--device cpu`` runs CS-CORE in torch (same graph, device recorded); CUDA where there is none: one line."""
+    torch = pytest.importorskip("torch")
+    raw = tmp_path / "raw.h5ad"
+    _toy().mod[NAMES[0]].write_h5ad(raw)
+    assert main(["-q", "graphs", str(raw), "-o", str(tmp_path / "cpu.h5ad"), *GRAPH_OPTS, "--device", "cpu"]) == 0
+    out = ad.read_h5ad(tmp_path / "cpu.h5ad")
+    expected = ad.read_h5ad(raw)
+    msg.pp.build_coexpression_graph(expected, n_top_genes=50, n_features=16)
+    assert (out.varp["coexpression_connectivities"] != expected.varp["coexpression_connectivities"]).nnz == 0
+    assert out.uns["coexpression"]["params"]["device"] == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    capsys.readouterr()
+    assert main(["graphs", str(raw), "-o", str(tmp_path / "gpu.h5ad"), *GRAPH_OPTS, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--device cuda but CUDA is not available" in err[0] and "no --device" in err[0]
+    assert not (tmp_path / "gpu.h5ad").exists()
+
+
 # ------------------------------------------------------------------------------------------------ bad inputs
 def _bad_inputs(p: dict, tmp: Path) -> dict:
     """name -> (argv, text the one-line message must contain)."""

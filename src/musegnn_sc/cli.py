@@ -518,6 +518,12 @@ def _graphs(args) -> int:
     }
     if args.gene_symbols is not None:
         options["gene_symbols"] = args.gene_symbols
+    if args.device is not None:
+        from musegnn_sc.pp._cscore import resolve_device
+
+        # no CUDA, no torch: a one-line error before the data are read
+        resolve_device(args.device, option="--device", default="no --device")
+        options["device"] = args.device
     data = _read(src, kind)
     t0 = logg.start(f"building the co-expression graph(s) of {str(src)!r}")
     if kind == "h5mu":
@@ -1069,6 +1075,13 @@ def _add_graphs(sub) -> None:
         metavar="N",
         help="an .h5mu: datasets processed in parallel (default 1; -1: every core); an .h5ad: threads the dataset "
         "may use (default: all)",
+    )
+    g.add_argument(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help="run CS-CORE in torch float64 on this device: cuda, cuda:N (a GPU) or cpu (default: the CPU path, "
+        "numba and BLAS; same results)",
     )
     _common(p)
     p.set_defaults(func=_graphs)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import anndata as ad
 import numpy as np
@@ -488,3 +490,131 @@ def test_adjust_pvalues_matches_scipy_bh():
     assert unchanged is not raw
     with pytest.raises(ValueError, match="fdr_bh"):
         adjust_pvalues(raw, "holm")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# (i) device=: the same algorithm in torch float64 (on the CPU here; on CUDA in the gpu-marked test)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _assert_same_graph(a, b):
+    np.testing.assert_array_equal(np.asarray(a.pvalue) < 0.005, np.asarray(b.pvalue) < 0.005)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """3,000 cells x 220 genes: two planted modules among 20 analysed genes, strong depth variation."""
+    rng = np.random.default_rng(3)
+    X, _ = latent_counts(rng, planted_correlation(), 3000)
+    return X, X.sum(axis=1).astype(np.float64)
+
+
+@pytest.mark.parametrize("route", ["tables", "streaming"])
+def test_torch_path_matches_numba_path(small, monkeypatch, route):
+    """``device='cpu'`` runs the torch kernel: every input type, block size and cell mask gives the numba numbers."""
+    pytest.importorskip("torch")
+    # Depth tables for every block size, or none: every IRLS step streams over the cells.
+    monkeypatch.setattr(_cscore, "_TABLE_BLOCKS", 0 if route == "streaming" else 10**9)
+    X, depth = small
+    cols = np.array([0, 1, 2, 3, 4, 8, 10, 11])  # gene 11 has no counts: flagged
+    rows = np.ones(X.shape[0], dtype=bool)
+    rows[::4] = False
+    csr = sparse.csr_matrix(X.astype(np.float32))
+    inputs = {
+        "csr": csr,
+        "dense": X,
+        "csc": sparse.csc_matrix(X),
+        "csr-duplicates": _with_duplicates(sparse.csr_matrix(X)),
+        "lazy": _LazyMatrix(X),
+    }
+    for name, inp in inputs.items():
+        for chunk_size in {"csr": (1, 7, None), "lazy": (7, None)}.get(name, (64,)):
+            for mask in (None, rows):
+                base = cscore_irls(inp, depth, cols=cols, rows=mask, chunk_size=chunk_size)
+                fit = cscore_irls(inp, depth, cols=cols, rows=mask, chunk_size=chunk_size, device="cpu")
+                assert_same_fit(fit, base)
+                _assert_same_graph(fit, base)
+                assert fit.converged == base.converged
+                for field in ("covariance", "correlation", "statistic", "pvalue"):
+                    np.testing.assert_array_equal(getattr(fit, field), getattr(fit, field).T)
+    assert fit.flagged[-1]
+
+
+def test_torch_path_gives_the_same_graph(planted):
+    """The AnnData entry point on sparse counts with empty cells: same correlations, p-values and p<0.005 graph."""
+    torch = pytest.importorskip("torch")
+    X, _ = planted
+    adata = make_adata(np.insert(X, [0, 1500], 0, axis=0))  # two cells without counts: a `rows` mask inside
+    genes = adata.var_names[:20]
+    with pytest.warns(UserWarning, match="zero total counts"):
+        base = cscore(adata, genes=genes, chunk_size=700)
+    for device in ("cpu", torch.device("cpu")):
+        with pytest.warns(UserWarning, match="zero total counts"):
+            res = cscore(adata, genes=genes, chunk_size=700, device=device)
+        for name in ("correlation", "pvalue", "statistic"):
+            pd.testing.assert_frame_equal(getattr(res, name), getattr(base, name), rtol=1e-10, atol=1e-300)
+        assert np.abs(res.correlation.to_numpy() - base.correlation.to_numpy()).max() < 1e-10
+        assert np.abs(res.pvalue.to_numpy() - base.pvalue.to_numpy()).max() < 1e-10
+        _assert_same_graph(res, base)
+    edges = (base.pvalue.to_numpy() < 0.005).sum()
+    assert 20 < edges < 400  # the planted modules, not an empty or a complete graph
+
+
+@pytest.mark.parametrize(
+    ("device", "match"),
+    [
+        ("gpu0", "`device='gpu0'` is not a torch device.*None"),
+        ("meta", "`device='meta'`.*'cuda' or 'cpu'"),
+        ("cuda", "`device='cuda'` but CUDA is not available.*device=None"),
+        ("cuda:7", "`device='cuda:7'` but CUDA is not available.*device=None"),
+    ],
+)
+def test_unusable_device_is_rejected(small, monkeypatch, device, match):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    adata = make_adata(small[0])
+    with pytest.raises(ValueError, match=match) as err:
+        cscore(adata, genes=["g0", "g1"], device=device)
+    assert "\n" not in str(err.value)
+
+
+def test_device_without_torch_is_rejected(small, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(ValueError, match="`device='cuda'` runs CS-CORE in PyTorch, which is not installed.*None"):
+        cscore(make_adata(small[0]), genes=["g0", "g1"], device="cuda")
+    fit = cscore_irls(small[0], small[1], cols=np.arange(4))  # the default path does not need torch
+    assert fit.correlation.shape == (4, 4)
+
+
+def test_default_path_does_not_import_torch():
+    code = (
+        "import sys, numpy as np, musegnn_sc as msg;"
+        "rna = msg.datasets.toy_mudata(seed=0, n_cells=200, n_genes=150, include_mouse=False, include_atac=False,"
+        " include_spatial=False)['rna_heart_1'];"
+        "msg.pp.cscore(rna, genes=rna.var_names[:10]);"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(planted):
+    """``device='cuda'``: the numba path's numbers and graph, on a GPU (skipped without CUDA)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
+    X, depth = planted
+    csr = sparse.csr_matrix(X.astype(np.float32))
+    rows = np.ones(X.shape[0], dtype=bool)
+    rows[::5] = False
+    cols = np.arange(20)
+    for mask in (None, rows):
+        for chunk_size in (None, 333):
+            base = cscore_irls(csr, depth, cols=cols, rows=mask, chunk_size=chunk_size)
+            fit = cscore_irls(csr, depth, cols=cols, rows=mask, chunk_size=chunk_size, device="cuda")
+            assert_same_fit(fit, base)
+            _assert_same_graph(fit, base)
+    adata = make_adata(X)
+    res = cscore(adata, genes=adata.var_names[:20], device="cuda:0")
+    pd.testing.assert_frame_equal(res.pvalue, cscore(adata, genes=adata.var_names[:20]).pvalue, rtol=1e-10, atol=1e-300)

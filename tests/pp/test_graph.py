@@ -235,6 +235,36 @@ def test_mudata_all_or_nothing(toy):
         assert "coexpression" not in mdata.mod[name].uns
 
 
+def test_device_gives_the_same_graph(rna_graph):
+    """``device='cpu'`` runs CS-CORE in torch float64: the same graph, and the device is recorded in ``params``."""
+    pytest.importorskip("torch")
+    _, a = rna_graph
+    out = msg.pp.build_coexpression_graph(a, n_top_genes=150, device="cpu", copy=True)
+    assert (out.varp[KEYS.connectivities] != a.varp[KEYS.connectivities]).nnz == 0
+    np.testing.assert_allclose(out.varp[KEYS.correlation].toarray(), a.varp[KEYS.correlation].toarray(), atol=1e-6)
+    np.testing.assert_array_equal(out.varm[KEYS.features], a.varm[KEYS.features])
+    assert out.uns["coexpression"]["params"]["device"] == "cpu"
+    assert a.uns["coexpression"]["params"]["device"] == "none"  # None, as .h5ad stores it
+
+
+def test_mudata_device_and_unusable_device(toy, monkeypatch):
+    torch = pytest.importorskip("torch")
+    names = list(toy.mod)[:2]
+    base = msg.pp.build_coexpression_graphs(toy, mods=names, n_top_genes=80, copy=True)
+    on = msg.pp.build_coexpression_graphs(toy, mods=names, n_top_genes=80, device=torch.device("cpu"), copy=True)
+    for name in names:
+        a, b = base.mod[name], on.mod[name]
+        np.testing.assert_array_equal(a.varp[KEYS.connectivities].toarray(), b.varp[KEYS.connectivities].toarray())
+        assert b.uns["coexpression"]["params"]["device"] == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="`device='cuda'` but CUDA is not available.*device=None"):
+        msg.pp.build_coexpression_graphs(toy, mods=names, n_top_genes=80, device="cuda")
+    with pytest.raises(ValueError, match="`device='cuda:1'` but CUDA is not available"):
+        msg.pp.build_coexpression_graph(toy.mod[names[0]], n_top_genes=80, device="cuda:1", copy=True)
+    for name in toy.mod:
+        assert KEYS.connectivities not in toy.mod[name].varp
+
+
 # --- bad input -------------------------------------------------------------------------------------------------
 
 

@@ -21,6 +21,9 @@ How the kernel is organised, and why:
   run time (``O(n p^2)``); everything else is ``O(nnz + U p)`` per iteration.
 * Element-wise work is fused in numba loops so that no ``n x p`` temporary exists; memory is bounded by a few
   ``chunk_size x p`` blocks plus ``O(p^2)`` for the results.
+* With ``device=`` (a torch device, e.g. a GPU) the same blocks are read the same way on the CPU and sent to the
+  device, where the tables, the IRLS sums and the four products are computed in torch float64
+  (:mod:`musegnn_sc.pp._cscore_torch`, imported only then); the IRLS's control flow and the final step stay here.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numba
 import numpy as np
@@ -45,6 +48,8 @@ from musegnn_sc._validate import check_counts, check_shape, check_unique_var_nam
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    import torch
 
 #: Depth tables are used while they hold at most this many blocks' worth of rows (``2 x chunk_size`` distinct
 #: depths: ``T`` and ``Q`` then take as much memory as four dense blocks); beyond, the IRLS streams over the cells.
@@ -62,6 +67,59 @@ _MANY_GENES = 5000
 # Unit weights (the OLS start), the mean update, and the variance update of the IRLS.
 _OLS, _MEAN, _VAR = 0, 1, 2
 _SQRT2 = math.sqrt(2.0)
+
+doc_device = """\
+device
+    Where the sums over cells and the gene x gene products run. ``None`` (default): on the CPU, with numba kernels
+    and BLAS. A torch device (``'cuda'``, ``'cuda:1'``, ``'cpu'`` or a :class:`torch.device`): the same algorithm in
+    torch float64 on that device, e.g. a GPU; cells are still read in blocks of ``chunk_size`` on the CPU and sent
+    to the device one block at a time, and the results come back as numpy arrays. Results agree with the default
+    path to floating-point rounding (about ``1e-12``). Needs PyTorch (a CUDA build for a GPU)."""
+
+
+def resolve_device(
+    device: str | torch.device | None, *, option: str = "device", default: str = "`device=None`"
+) -> torch.device | None:
+    """The torch device CS-CORE runs on (``None``: the numba path); torch is imported only when a device is given.
+
+    Raises a one-line :class:`ValueError` that names the fix when torch is missing, the device is not a torch
+    device, CUDA is asked for where it is not available, or the device type cannot compute in float64. ``option``
+    and ``default`` name the parameter and its default value in the message (the command line passes its own).
+    """
+    if device is None:
+        return None
+    given = f"`{option}={device!r}`" if option.isidentifier() else f"{option} {device}"
+    cpu = f"pass {default} for the CPU path"
+    try:
+        import torch
+    except ImportError:
+        msg = f"{given} runs CS-CORE in PyTorch, which is not installed: install torch (a CUDA build for a GPU), or {cpu}."
+        raise ValueError(msg) from None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        msg = f"{given} is not a torch device: use 'cuda', 'cuda:0' or 'cpu', or {cpu}."
+        raise ValueError(msg) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            msg = (
+                f"{given} but CUDA is not available (torch.cuda.is_available() is False): {cpu}, or run on a "
+                "machine with a GPU and a CUDA build of torch."
+            )
+            raise ValueError(msg)
+        n_gpus = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n_gpus:
+            msg = f"{given} but there are {n_gpus} CUDA device(s): use 'cuda' or 'cuda:<index>', index below {n_gpus}."
+            raise ValueError(msg)
+    elif dev.type != "cpu":
+        msg = f"{given}: CS-CORE computes in float64, which it runs on 'cuda' or 'cpu' devices only; use one, or {cpu}."
+        raise ValueError(msg)
+    return dev
+
+
+def device_label(device: Any) -> str | None:
+    """How a ``device`` argument is recorded (``uns[...]['params']``): ``None``, or the device's name."""
+    return None if device is None else str(device)
 
 
 @dataclass(frozen=True, eq=False)
@@ -445,6 +503,11 @@ def _log_theta_change(theta: np.ndarray, theta_prev: np.ndarray) -> float:
     return float(change.max()) if change.size else 0.0
 
 
+def _use_tables(n_groups: int, chunk_size: int | None) -> bool:
+    """Whether the per-depth count tables fit in the memory of :data:`_TABLE_BLOCKS` blocks of cells."""
+    return chunk_size is None or n_groups <= _TABLE_BLOCKS * max(int(chunk_size), 1)
+
+
 class _IrlsSums:
     """Per-gene sums over cells of the IRLS terms, as rows of a (5, p) array (see :func:`_group_sums`).
 
@@ -455,7 +518,7 @@ class _IrlsSums:
 
     def __init__(self, blocks, colmap, depth, u, c, cell_group, p, chunk_size):
         self.blocks, self.colmap, self.depth, self.u, self.c, self.p = blocks, colmap, depth, u, c, p
-        self.use_tables = chunk_size is None or len(u) <= _TABLE_BLOCKS * max(int(chunk_size), 1)
+        self.use_tables = _use_tables(len(u), chunk_size)
         self.T = self.Q = np.zeros((0, p))
         if self.use_tables:
             self.T, self.Q = np.zeros((len(u), p)), np.zeros((len(u), p))
@@ -488,6 +551,7 @@ def cscore_irls(
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     max_iter: int = 10,
     tol: float = 0.05,
+    device: str | torch.device | None = None,
 ) -> CSCoreFit:
     """CS-CORE estimates, test statistics and p-values for all pairs of the chosen genes.
 
@@ -509,11 +573,15 @@ def cscore_irls(
         Maximum number of IRLS iterations (the reference loop allows up to 11).
     tol
         The IRLS stops when ``max_j |log theta_j - log theta_j^prev| <= tol``, ``theta_j = mu_j^2 / sigma_jj``.
+    device
+        ``None``: numba kernels and BLAS on the CPU. A torch device (``'cuda'``, ``'cpu'``, ...): the tables, IRLS
+        sums and Gram products in torch float64 on it (see :func:`cscore`).
 
     Returns
     -------
     The estimates, see :class:`CSCoreFit`.
     """
+    torch_device = resolve_device(device)
     n_obs, n_vars = X.shape
     depth = np.asarray(depth, dtype=np.float64).ravel()
     if depth.shape[0] != n_obs:
@@ -543,9 +611,17 @@ def cscore_irls(
     cell_group = np.full(n_obs, -1, dtype=np.intp)
     cell_group[slice(None) if rows is None else rows] = groups
     colmap, blocks = _block_reader(X, cols, rows, chunk_size)
-    t0 = logg.start(f"CS-CORE on {s_used.size} cells x {p} genes ({len(u)} distinct depths)")
+    on = "" if torch_device is None else f" on {torch_device}"
+    t0 = logg.start(f"CS-CORE on {s_used.size} cells x {p} genes ({len(u)} distinct depths){on}")
 
-    irls_sums = _IrlsSums(blocks, colmap, depth, u, c, cell_group, p, chunk_size)
+    if torch_device is None:
+        irls_sums = _IrlsSums(blocks, colmap, depth, u, c, cell_group, p, chunk_size)
+    else:
+        from ._cscore_torch import TorchIrls
+
+        irls_sums = TorchIrls(
+            blocks, colmap, depth, u, c, cell_group, p, use_tables=_use_tables(len(u), chunk_size), device=torch_device
+        )
 
     # 1. OLS start: mu = sum s x / sum s^2, sigma = sum s^2 ((x - s mu)^2 - s mu) / sum s^4 (expanded in powers of x).
     S2, S3, S4 = (float(np.dot(c, u**k)) for k in (2, 3, 4))
@@ -580,28 +656,12 @@ def cscore_irls(
     # 3-4. Covariance by WLS with the final w, and test statistic with the model variance v = s mu + s^2 sigma:
     # numerators P^T P and R^T R over blocks of cells, denominators B^T B over depth groups.
     kappa = 1.0 / theta_med
-    num_cov, num_test, den_cov, den_test = (np.zeros((p, p), order="F") for _ in range(4))
-    # Rows go through the rank-k updates in slices of at most _SYRK_ROWS: enough for full BLAS speed, and the two
-    # float64 buffers (2 x _SYRK_ROWS x p) do not grow with chunk_size.
-    n_buf = min(_SYRK_ROWS, s_used.size)
-    P_buf, R_buf = np.empty((n_buf, p)), np.empty((n_buf, p))
-    for data, indices, indptr, ridx, cells in blocks():
-        s_rows = depth[cells]
-        for lo in range(0, len(ridx), n_buf):
-            hi = min(lo + n_buf, len(ridx))
-            P, R = P_buf[: hi - lo], R_buf[: hi - lo]  # leading rows of a C-ordered buffer: still C-contiguous
-            residual_rows = _residual_rows if _threaded(P.size) else _residual_rows_serial
-            residual_rows(data, indices, indptr, ridx[lo:hi], colmap, s_rows[lo:hi], mu, sigma, kappa, P, R)
-            _syrk_update(num_cov, P)
-            _syrk_update(num_test, R)
-    sqrt_c = np.sqrt(c)
-    for lo in range(0, len(u), n_buf):
-        hi = min(lo + n_buf, len(u))
-        B, Bv = P_buf[: hi - lo], R_buf[: hi - lo]
-        (_depth_rows if _threaded(B.size) else _depth_rows_serial)(u[lo:hi], sqrt_c[lo:hi], mu, sigma, kappa, B, Bv)
-        _syrk_update(den_cov, B)
-        _syrk_update(den_test, Bv)
-    del P_buf, R_buf, P, R, B, Bv
+    if torch_device is None:
+        num_cov, num_test, den_cov, den_test = _gram_products(blocks, colmap, depth, u, c, mu, sigma, kappa, p)
+    else:
+        # Full symmetric matrices in C order: their transposes are Fortran-ordered views, the layout _finish takes.
+        num_cov, num_test, den_cov, den_test = (m.T for m in irls_sums.gram_products(mu, sigma, kappa))
+    del irls_sums
 
     # 5. Covariance, correlation, statistic and p-values, in place. The matrices are symmetric, so the transposes
     # are the same matrices in C order.
@@ -621,6 +681,33 @@ def cscore_irls(
         n_iter=n_iter,
         converged=converged,
     )
+
+
+def _gram_products(blocks, colmap, depth, u, c, mu, sigma, kappa, p) -> tuple[np.ndarray, ...]:
+    """The upper triangles of ``P^T P``, ``R^T R``, ``B^T B`` and ``B_v^T B_v`` (Fortran-ordered ``(p, p)``)."""
+    n_used = float(c.sum())
+    num_cov, num_test, den_cov, den_test = (np.zeros((p, p), order="F") for _ in range(4))
+    # Rows go through the rank-k updates in slices of at most _SYRK_ROWS: enough for full BLAS speed, and the two
+    # float64 buffers (2 x _SYRK_ROWS x p) do not grow with chunk_size.
+    n_buf = min(_SYRK_ROWS, int(n_used))
+    P_buf, R_buf = np.empty((n_buf, p)), np.empty((n_buf, p))
+    for data, indices, indptr, ridx, cells in blocks():
+        s_rows = depth[cells]
+        for lo in range(0, len(ridx), n_buf):
+            hi = min(lo + n_buf, len(ridx))
+            P, R = P_buf[: hi - lo], R_buf[: hi - lo]  # leading rows of a C-ordered buffer: still C-contiguous
+            residual_rows = _residual_rows if _threaded(P.size) else _residual_rows_serial
+            residual_rows(data, indices, indptr, ridx[lo:hi], colmap, s_rows[lo:hi], mu, sigma, kappa, P, R)
+            _syrk_update(num_cov, P)
+            _syrk_update(num_test, R)
+    sqrt_c = np.sqrt(c)
+    for lo in range(0, len(u), n_buf):
+        hi = min(lo + n_buf, len(u))
+        B, Bv = P_buf[: hi - lo], R_buf[: hi - lo]
+        (_depth_rows if _threaded(B.size) else _depth_rows_serial)(u[lo:hi], sqrt_c[lo:hi], mu, sigma, kappa, B, Bv)
+        _syrk_update(den_cov, B)
+        _syrk_update(den_test, Bv)
+    return num_cov, num_test, den_cov, den_test
 
 
 def adjust_pvalues(pvalue: np.ndarray, method: Literal["fdr_bh"] | None = None) -> np.ndarray:
@@ -719,7 +806,7 @@ def _obs_depth(adata: AnnData, depth_key: str) -> np.ndarray:
     return depth
 
 
-@doc_params(adata=doc_adata_counts, layer=doc_layer, chunk_size=doc_chunk_size)
+@doc_params(adata=doc_adata_counts, layer=doc_layer, chunk_size=doc_chunk_size, device=doc_device)
 def cscore(
     adata: AnnData,
     *,
@@ -728,6 +815,7 @@ def cscore(
     depth_key: str | None = None,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     correction: Literal["fdr_bh"] | None = None,
+    device: str | Any | None = None,  # or a torch.device (torch is not imported at module level: see resolve_device)
 ) -> CSCoreResult:
     r"""Gene co-expression by CS-CORE :cite:`su2023cscore`.
 
@@ -760,6 +848,7 @@ def cscore(
     correction
         Multiple-testing correction of the p-values: ``None`` (as MuSe-GNN) or ``'fdr_bh'`` (Benjamini-Hochberg over
         gene pairs, as the CS-CORE authors suggest).
+    {device}
 
     Returns
     -------
@@ -771,10 +860,12 @@ def cscore(
     >>> import musegnn_sc as msg
     >>> res = msg.pp.cscore(adata, genes=adata.var_names[adata.var["highly_variable"]])  # doctest: +SKIP
     >>> edges = res.pvalue < 0.005  # doctest: +SKIP
+    >>> on_gpu = msg.pp.cscore(adata, genes=adata.var_names[:2000], device="cuda")  # doctest: +SKIP
     """
     if correction not in (None, "fdr_bh"):
         msg = f"Unknown multiple-testing correction {correction!r}: use None or 'fdr_bh'."
         raise ValueError(msg)
+    device = resolve_device(device)
     check_shape(adata, what="dataset", min_obs=2)
     check_unique_var_names(adata, what="dataset")
     X = get_matrix(adata, layer)
@@ -796,7 +887,7 @@ def cscore(
     if keep.sum() < 2:
         msg = f"The dataset has {int(keep.sum())} cell(s) with counts; at least 2 are needed to estimate co-expression."
         raise ValueError(msg)
-    fit = cscore_irls(X, depth, cols=cols, rows=None if keep.all() else keep, chunk_size=chunk_size)
+    fit = cscore_irls(X, depth, cols=cols, rows=None if keep.all() else keep, chunk_size=chunk_size, device=device)
     names = adata.var_names[cols]
 
     def frame(a: np.ndarray) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from musegnn_sc._validate import (
     resolve_mods,
 )
 
-from ._cscore import adjust_pvalues, cscore_irls
+from ._cscore import adjust_pvalues, cscore_irls, device_label, doc_device, resolve_device
 from ._residuals import residual_features, select_highly_variable
 from ._svg import rank_spatial_genes
 
@@ -74,6 +74,7 @@ theta
 spatial_key
     ``adata.obsm`` key with spatial coordinates (spatial data only).
 {chunk_size}
+{device}
 {key_added}"""
 
 
@@ -183,6 +184,7 @@ def _compute_graph(
     chunk_size: int | None,
     what: str,
     gene_symbols: str | None = None,
+    device: str | Any | None = None,
 ) -> _GraphResult:
     """Validate one dataset and compute its graph, without writing anything."""
     check_shape(adata, what=what)
@@ -204,6 +206,7 @@ def _compute_graph(
         raise ValueError(msg)
     if selection in ("sparkx", "moran"):
         check_spatial(adata, spatial_key, what=what)
+    device = resolve_device(device)
 
     depth = row_sums(X, chunk_size)
     keep = nonzero_cells(depth, what=what)
@@ -289,7 +292,7 @@ def _compute_graph(
         msg = f"The {what} has {len(cols)} usable gene(s); a co-expression graph needs at least 2."
         raise ValueError(msg)
 
-    fit = cscore_irls(X, depth, cols=cols, rows=rows, chunk_size=chunk_size)
+    fit = cscore_irls(X, depth, cols=cols, rows=rows, chunk_size=chunk_size, device=device)
     pvals = adjust_pvalues(fit.pvalue, correction)
     adj_sub = pvals < pval_cutoff
     np.fill_diagonal(adj_sub, True)  # self-loops, as the reference graphs have
@@ -379,7 +382,9 @@ _PARAM_KEYS = (
 
 def _params(job: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters recorded in ``uns[key_added]['params']``, taken from a dataset's :func:`_compute_graph` options."""
-    return {**{k: job[k] for k in _PARAM_KEYS}, "method": "cscore"}
+    # The device is recorded but is not one of _PARAM_KEYS, which decide whether a stored graph matches the options
+    # asked for (musegnn_sc.tl): it does not change the graph.
+    return {**{k: job[k] for k in _PARAM_KEYS}, "method": "cscore", "device": device_label(job.get("device"))}
 
 
 def _dataset_label(adata: AnnData, value: str | None, key: str) -> str:
@@ -392,7 +397,7 @@ def _dataset_label(adata: AnnData, value: str | None, key: str) -> str:
     adata=doc_adata_counts,
     n_top_genes=_doc_n_top_genes,
     gene_symbols=_doc_gene_symbols,
-    shared_params=_doc_shared_params.format(chunk_size=doc_chunk_size, key_added=doc_key_added),
+    shared_params=_doc_shared_params.format(chunk_size=doc_chunk_size, device=doc_device, key_added=doc_key_added),
     copy=doc_copy,
 )
 def build_coexpression_graph(
@@ -413,6 +418,7 @@ def build_coexpression_graph(
     tissue: str | None = None,
     species: str | None = None,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    device: str | Any | None = None,  # or a torch.device (torch is not imported at module level)
     key_added: str = _keys.COEXPRESSION,
     copy: bool = False,
 ) -> AnnData | None:
@@ -491,6 +497,7 @@ def build_coexpression_graph(
         "theta": theta,
         "spatial_key": spatial_key,
         "chunk_size": chunk_size,
+        "device": device,
         "what": "dataset",
     }
     result = _compute_graph(adata, **job)
@@ -537,7 +544,7 @@ def _worker(adata: AnnData, kwargs: dict, n_threads: int) -> _GraphResult:
 @doc_params(
     n_top_genes=_doc_n_top_genes,
     gene_symbols=_doc_gene_symbols,
-    shared_params=_doc_shared_params.format(chunk_size=doc_chunk_size, key_added=doc_key_added),
+    shared_params=_doc_shared_params.format(chunk_size=doc_chunk_size, device=doc_device, key_added=doc_key_added),
     copy=doc_copy,
 )
 def build_coexpression_graphs(
@@ -558,6 +565,7 @@ def build_coexpression_graphs(
     tissue: Mapping[str, str] | str | None = None,
     species: Mapping[str, str] | str | None = None,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    device: str | Any | None = None,  # or a torch.device (torch is not imported at module level)
     n_jobs: int = 1,
     key_added: str = _keys.COEXPRESSION,
     copy: bool = False,
@@ -594,7 +602,7 @@ def build_coexpression_graphs(
         Species per modality (mapping) or for all (default: each modality's ``uns['species']`` or ``'unknown'``).
     n_jobs
         Number of datasets processed in parallel (separate processes; BLAS threads are divided among them).
-        ``-1`` uses every core.
+        ``-1`` uses every core. With a ``device``, every process uses that device.
     {copy}
 
     Returns
@@ -612,6 +620,7 @@ def build_coexpression_graphs(
     """
     t0 = logg.start("building co-expression graphs")
     names = resolve_mods(mdata, mods)
+    resolve_device(device)  # a device that cannot be used fails here, before any dataset is processed
     jobs: dict[str, dict] = {}
     for name in names:
         ad = mdata.mod[name]
@@ -629,6 +638,7 @@ def build_coexpression_graphs(
             "theta": theta,
             "spatial_key": spatial_key,
             "chunk_size": chunk_size,
+            "device": device,
             "what": f"modality {name!r}",
         }
 
