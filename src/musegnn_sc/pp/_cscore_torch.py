@@ -42,27 +42,33 @@ def _tensor(a: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Te
 
 
 class _DeviceBlock:
-    """One block of cells from ``_block_reader``, its CSR arrays on the device, and its nonzeros as coordinates."""
+    """One block of cells from ``_block_reader``: its counts and column indices on the device, its rows on the host."""
 
     def __init__(self, piece: tuple, colmap: torch.Tensor, depth: np.ndarray, device: torch.device) -> None:
         data, indices, indptr, ridx, cells = piece
+        self.device = device
         self.n_rows = len(ridx)
         self.s = _tensor(depth[cells], device, _F64)
         self._data = _tensor(data, device, _F64)
         self._col = colmap[_tensor(indices, device, torch.int64)]
-        self._indptr = _tensor(indptr, device, torch.int64)
-        self._ridx = _tensor(ridx, device, torch.int64)
+        self._indptr = np.asarray(indptr, dtype=np.int64)
+        self._ridx = np.asarray(ridx)
 
     def nonzeros(self, lo: int = 0, hi: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rows ``lo:hi`` of the block as ``(row - lo, analysed gene, count)`` for the nonzeros of analysed genes."""
         hi = self.n_rows if hi is None else hi
         rows = self._ridx[lo:hi]
-        start, stop = self._indptr[rows], self._indptr[rows + 1]
-        length = stop - start
-        local = torch.repeat_interleave(torch.arange(hi - lo, device=rows.device), length)
-        # Position of every nonzero of these rows in the CSR arrays: its row's start plus its rank within the row.
-        first = torch.cumsum(length, 0) - length
-        pos = torch.arange(local.numel(), device=rows.device) + (start - first)[local]
+        start = self._indptr[rows]
+        length = self._indptr[rows + 1] - start
+        total = int(length.sum())
+        # Per-row arithmetic on the host (O(rows)), per-nonzero work on the device: the position of a nonzero in the
+        # CSR arrays is its row's start plus its rank within the row, i.e. its rank among the rows' nonzeros plus
+        # the row's (start - first rank).
+        offset = start - (np.cumsum(length) - length)
+        local = torch.repeat_interleave(
+            torch.arange(hi - lo, device=self.device), _tensor(length, self.device, torch.int64), output_size=total
+        )
+        pos = torch.arange(total, device=self.device) + _tensor(offset, self.device, torch.int64)[local]
         col = self._col[pos]
         keep = col >= 0
         return local[keep], col[keep], self._data[pos[keep]]
