@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     gpu = _Gpu(torch, dev)
     n_cells = args.cells
 
+    import numba
     from _memory import reset_peak, rss_gb
     from bench_cscore import SimulatedCounts
 
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
         cpu_peak = rss_gb("VmHWM")
         rows.append(
             (
-                f"CS-CORE, numba/BLAS on {os.cpu_count()} CPU cores (the default path)",
+                f"CS-CORE, numba/BLAS on the CPU, {numba.get_num_threads()} threads (the default path)",
                 f"{cpu_s:.2f}",
                 f"{cpu_peak:.2f} / {cpu_peak - before:.2f}",
                 "—",

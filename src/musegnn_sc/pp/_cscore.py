@@ -70,11 +70,13 @@ _SQRT2 = math.sqrt(2.0)
 
 doc_device = """\
 device
-    Where the sums over cells and the gene x gene products run. ``None`` (default): on the CPU, with numba kernels
-    and BLAS. A torch device (``'cuda'``, ``'cuda:1'``, ``'cpu'`` or a :class:`torch.device`): the same algorithm in
-    torch float64 on that device, e.g. a GPU; cells are still read in blocks of ``chunk_size`` on the CPU and sent
-    to the device one block at a time, and the results come back as numpy arrays. Results agree with the default
-    path to floating-point rounding (about ``1e-12``). Needs PyTorch (a CUDA build for a GPU)."""
+    Where CS-CORE's sums over cells and gene x gene products run. ``None`` (default): on the CPU, with numba kernels
+    and BLAS. A torch device (``'cuda'``, ``'cuda:1'`` or a :class:`torch.device`): the same algorithm in torch
+    float64 on that device, e.g. a GPU; cells are still read in blocks of ``chunk_size`` on the CPU and sent to the
+    device one block at a time, and the results come back as numpy arrays. Results agree with the default path up
+    to floating-point summation order (on the data tried: differences below ``1e-10`` in correlations and p-values,
+    identical p < 0.005 graphs). ``'cpu'`` runs the torch code on the CPU, slower than ``None`` (a check). Needs
+    PyTorch, a CUDA build for a GPU."""
 
 
 def resolve_device(
