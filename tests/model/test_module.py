@@ -123,3 +123,47 @@ def test_dense_graphs_keep_no_edge_index_but_give_the_same_edges():
     assert set(map(tuple, dense.edges().T.tolist())) == set(map(tuple, edges.edge_index.T.tolist()))
     torch.testing.assert_close(dense.target(), edges.target())
     assert dense.to("cpu").edge_index is None
+
+
+def test_decoding_chosen_rows_gives_exactly_those_rows_of_the_full_output():
+    from musegnn_sc.model._module import InnerProductDecoder, MLPEdgeDecoder
+
+    torch.manual_seed(4)
+    z = torch.randn(40, 6)
+    rows = torch.tensor([0, 3, 17, 39])
+    for dec in (MLPEdgeDecoder(40), InnerProductDecoder(40)):
+        torch.testing.assert_close(dec(z, rows), dec(z)[rows], rtol=0, atol=1e-6)
+    feats, adj = _graph(n=40, isolated=())
+    g = graph_tensors(feats, adj, dense=True)
+    torch.testing.assert_close(g.target(rows), g.target()[rows], rtol=0, atol=0)
+    sparse_g = graph_tensors(feats, adj, dense=False)
+    torch.testing.assert_close(sparse_g.target(rows), g.target(rows), rtol=0, atol=0)
+
+
+def test_bfloat16_decoder_keeps_float32_logits_close_to_the_float32_ones():
+    from musegnn_sc.model._module import MLPEdgeDecoder
+
+    torch.manual_seed(5)
+    dec = MLPEdgeDecoder(200)
+    z = torch.randn(200, 32, requires_grad=True)
+    full = dec(z)
+    half = dec(z, dtype=torch.bfloat16)
+    assert half.dtype == torch.float32
+    # bfloat16 keeps 8 bits of mantissa: relative error of a product of 200-long sums about 1e-2
+    assert (half - full).abs().max() < 0.03 * full.abs().max()
+    assert not torch.equal(half, full)  # the products did run in bfloat16
+    half.sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+    assert dec.mlp[2].weight.grad.dtype == torch.float32  # master weights and their gradients stay float32
+
+
+def test_auto_decoder_precision_follows_the_hardware(monkeypatch):
+    from musegnn_sc.model import _precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(_precision, "_cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    assert _precision.resolve_decoder_precision("auto", cpu) == "bfloat16"
+    monkeypatch.setattr(_precision, "_cpu_flags", lambda: frozenset({"avx2"}))
+    assert _precision.resolve_decoder_precision("auto", cpu) == "float32"
+    assert _precision.resolve_decoder_precision("bfloat16", cpu) == "bfloat16"
+    assert _precision.resolve_decoder_precision("float32", cpu) == "float32"

@@ -129,6 +129,16 @@ class MuSeGNN:
         and density at least 1%.
     seed
         Seed of the weight initialisation.
+    offload
+        Where the per-dataset MLP decoders (three ``n_genes x n_genes`` layers: 3 M parameters, 48 MB of training
+        state per 1,000-gene dataset) live. ``True``: in a temporary file mapped into memory, of which only the
+        decoder of the step at hand is resident, so memory no longer grows with the number of datasets (the
+        arithmetic, and the results, are the same bit for bit; each step reads and writes one decoder). ``False``: in
+        memory. ``'auto'``: offload when the decoders' training state would exceed half of the available memory
+        (hundreds of datasets).
+    offload_dir
+        Folder of the temporary file (default: the system's temporary folder, ``TMPDIR``). The file is deleted at
+        once and its space freed when the model is.
 
     Examples
     --------
@@ -152,6 +162,8 @@ class MuSeGNN:
         decoder: Decoder = "mlp",
         attention: Attention = "auto",
         seed: int = 0,
+        offload: bool | Literal["auto"] = "auto",
+        offload_dir: str | os.PathLike | None = None,
     ):
         _check_mudata(mdata, "MuSeGNN")
         setup = mdata.uns.get(SETUP_KEY)
@@ -178,17 +190,44 @@ class MuSeGNN:
             "attention": attention,
             "seed": int(seed),
         }
-        self._build(graphs, setup, init)
+        self._build(graphs, setup, init, offload=offload, offload_dir=offload_dir)
 
     # ------------------------------------------------------------------ construction
-    def _build(self, graphs: list[GraphData], setup: dict[str, Any], init: dict[str, Any]) -> None:
+    def _build(
+        self,
+        graphs: list[GraphData],
+        setup: dict[str, Any],
+        init: dict[str, Any],
+        *,
+        offload: bool | str = "auto",
+        offload_dir: str | os.PathLike | None = None,
+    ) -> None:
         import torch
 
         from ._module import MuSeGNNModule, graph_tensors, use_dense
+        from ._offload import mlp_decoder_parameters, should_offload
 
         if init["n_latent"] < 1 or init["heads_dataset"] < 1 or init["heads_shared"] < 1:
             msg = "`n_latent`, `heads_dataset` and `heads_shared` must be positive integers."
             raise ValueError(msg)
+        if offload not in (True, False, "auto"):
+            msg = f"`offload` must be True, False or 'auto', got {offload!r}."
+            raise ValueError(msg)
+        offloaded = should_offload(offload, [g.n_genes for g in graphs], init["decoder"])
+        if offloaded:
+            logg.logger.info(
+                "    decoders offloaded to a file in %s (%.1f GB of training state on disk instead of in memory)",
+                offload_dir if offload_dir is not None else tempfile.gettempdir(),
+                16 * mlp_decoder_parameters(g.n_genes for g in graphs) / 1e9,
+            )
+        elif offload is True or offload_dir is not None:
+            why = (
+                "decoder='inner_product' has two parameters per dataset, nothing to offload"
+                if init["decoder"] != "mlp"
+                else f"the decoders are kept in memory with `offload={offload!r}`; pass `offload=True` to use it"
+            )
+            what = "`offload=True` is" if offload is True else "`offload_dir` is"
+            warnings.warn(f"{what} ignored: {why}.", UserWarning, stacklevel=3)
         self.graphs: list[GraphData] = graphs
         self.setup_args_: dict[str, Any] = dict(setup)
         self.init_params_: dict[str, Any] = dict(init)
@@ -207,6 +246,7 @@ class MuSeGNN:
                 heads_dataset=init["heads_dataset"],
                 heads_shared=init["heads_shared"],
                 decoder=init["decoder"],
+                offload_dir=(offload_dir if offload_dir is not None else tempfile.gettempdir()) if offloaded else None,
             )
         self.module.eval()
         self.history_: list[dict[str, float]] = []
@@ -338,6 +378,8 @@ class MuSeGNN:
         sim_reduction: Literal["sum", "mean"] = "mean",
         contrastive_anchors: Literal["different", "all"] = "all",
         symmetric_infonce: bool = False,
+        reconstruction_fraction: float = 1.0,
+        decoder_precision: Literal["auto", "float32", "bfloat16"] = "auto",
         early_stopping: bool = False,
         early_stopping_patience: int = 30,
         early_stopping_min_delta: float = 0.0,
@@ -401,6 +443,16 @@ class MuSeGNN:
         symmetric_infonce
             ``False``: queries against keys (paper eq. 6). ``True``: NT-Xent over the pooled anchors and positives,
             as pytorch-metric-learning >= 2.2 computes the authors' ``SelfSupervisedLoss``.
+        reconstruction_fraction
+            Fraction of each graph's genes whose adjacency rows ``L_BCE`` reconstructs at a step, drawn anew at every
+            step (1: every row, the paper). The MLP decoder acts on each row of ``z z^T`` alone, so a fraction is an
+            unbiased estimate of the full loss at that fraction of the decoder's cost.
+        decoder_precision
+            Arithmetic of the decoders' two ``n_genes x n_genes`` layers, the bulk of a training step. ``'bfloat16'``:
+            bfloat16 products with float32 accumulation (inputs, first layer, logits and loss stay float32).
+            ``'float32'``: float32 throughout. ``'auto'``: bfloat16 where the hardware computes it natively (a CUDA
+            GPU that supports it; a CPU with AMX or AVX-512 BF16 instructions), float32 elsewhere; the choice is
+            logged and kept in ``train_params_``. Encoders, attention and embeddings are float32 in every case.
         early_stopping
             Stop when the epoch's mean total loss has not improved by ``early_stopping_min_delta`` for
             ``early_stopping_patience`` epochs.
@@ -448,6 +500,12 @@ class MuSeGNN:
         if max_epochs < 1:
             msg = f"`max_epochs` must be at least 1, got {max_epochs}."
             raise ValueError(msg)
+        if not 0 < reconstruction_fraction <= 1:
+            msg = f"`reconstruction_fraction` must be in (0, 1], got {reconstruction_fraction!r}."
+            raise ValueError(msg)
+        if decoder_precision not in ("auto", "float32", "bfloat16"):
+            msg = f"`decoder_precision` must be 'auto', 'float32' or 'bfloat16', got {decoder_precision!r}."
+            raise ValueError(msg)
         if resume and checkpoint_dir is None:
             msg = "`resume=True` needs the `checkpoint_dir` of the run to continue."
             raise ValueError(msg)
@@ -459,6 +517,8 @@ class MuSeGNN:
             sim_reduction=sim_reduction,
             contrastive_anchors=contrastive_anchors,
             symmetric_infonce=bool(symmetric_infonce),
+            reconstruction_fraction=float(reconstruction_fraction),
+            decoder_precision=decoder_precision,
             lr_encoder=float(lr_encoder),
             lr_decoder=float(lr_decoder),
             seed=int(seed),
@@ -559,6 +619,7 @@ class MuSeGNN:
             plan.restore_last_complete_epoch()
         if trainer is not None:
             self.train_params_["world_size"] = int(trainer.world_size)
+            self.train_params_["decoder_precision"] = plan.config.decoder_precision
         self.module = plan.module.cpu()
         self.module.eval()
         self.history_ = [dict(r) for r in plan.history]
@@ -798,7 +859,14 @@ class MuSeGNN:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, mdata: MuData | None = None) -> MuSeGNN:
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        mdata: MuData | None = None,
+        *,
+        offload: bool | Literal["auto"] = "auto",
+        offload_dir: str | os.PathLike | None = None,
+    ) -> MuSeGNN:
         """Load a model saved with :meth:`save`.
 
         The file is read with ``torch.load(weights_only=True)`` (no code from the file runs). A missing directory
@@ -812,6 +880,8 @@ class MuSeGNN:
             Optional MuData to attach: it must hold every modality the model was trained on, and their graphs (read
             with the saved :meth:`setup_mudata` arguments) must have the saved genes. Without it, the graphs stored
             with the model are used. Either way the embeddings are those of the saved model, bit for bit.
+        offload, offload_dir
+            Where the loaded model keeps its decoders (see :class:`MuSeGNN`).
 
         Returns
         -------
@@ -868,7 +938,9 @@ class MuSeGNN:
                     raise ValueError(msg)
         model = cls.__new__(cls)
         try:
-            model._build(graphs, payload["setup_args"], payload["init_params"])
+            model._build(
+                graphs, payload["setup_args"], payload["init_params"], offload=offload, offload_dir=offload_dir
+            )
             model.module.load_state_dict(payload["state_dict"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -941,7 +1013,9 @@ def _read_payload(file: Path) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols of foreign files
-            payload = torch.load(file, map_location="cpu", weights_only=True)
+            # mmap: tensors are read from the file as they are used (a model of hundreds of datasets is not copied
+            # into memory whole before its weights go where they belong)
+            payload = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
         msg = (
             f"{file} is not a model saved by `MuSeGNN.save`: it holds Python objects other than tensors, lists and "
@@ -1051,6 +1125,7 @@ _TRAIN_NUMBERS = {
     "lambda_contrastive": (False, 0, True),
     "temperature": (False, 0, False),
     "n_contrastive": (True, 1, True),
+    "reconstruction_fraction": (False, 0, False),
     "early_stopping_patience": (True, 0, True),
     "early_stopping_min_delta": (False, 0, True),
     "checkpoint_every": (True, 1, True),

@@ -29,6 +29,7 @@ the ``3 n_i^2`` parameters by two for very large graphs or many datasets.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
+
+from ._offload import FileArena, arena_floats
 
 Attention = Literal["auto", "dense", "sparse"]
 Decoder = Literal["mlp", "inner_product"]
@@ -93,14 +96,14 @@ class GraphTensors:
         """Whether attention runs on the dense mask."""
         return self.mask is not None
 
-    def target(self) -> torch.Tensor:
-        """Dense float adjacency ``A[source, target]``, the target of ``L_BCE``."""
+    def target(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Dense float adjacency ``A[source, target]``, the target of ``L_BCE`` (its ``rows`` only, if given)."""
         if self.mask is not None:
-            return self.mask.T.float()
+            return (self.mask.T if rows is None else self.mask[:, rows].T).float()
         a = torch.zeros(self.n, self.n, device=self.x.device)
         edges = self.edges()
         a[edges[0], edges[1]] = 1.0
-        return a
+        return a if rows is None else a[rows]
 
 
 def use_dense(n_genes: int, density: float, attention: Attention) -> bool:
@@ -292,13 +295,26 @@ class MLPEdgeDecoder(nn.Module):
             nn.Linear(n_genes, n_genes), nn.Mish(), nn.Linear(n_genes, n_genes), nn.Mish(), nn.Linear(n_genes, n_genes)
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Edge logits, ``n x n`` (not symmetric, as the reference)."""
+    def forward(
+        self, z: torch.Tensor, rows: torch.Tensor | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Edge logits (float32), ``n x n`` or ``len(rows) x n`` (not symmetric, as the reference).
+
+        ``rows``: the source genes whose rows of ``z z^T`` are decoded (the MLP acts on each row alone, so these are
+        exactly those rows of the full output). ``dtype``: compute dtype of the two ``n x n`` layers (``torch.bfloat16``
+        runs them in bfloat16 with float32 accumulation; the first layer, the input and the logits stay float32).
+        """
         first = self.mlp[0]
-        h = torch.addmm(first.bias, z, z.T @ first.weight.T)
-        for layer in self.mlp[1:]:
-            h = layer(h)
-        return h
+        source = z if rows is None else z[rows]
+        h = torch.addmm(first.bias, source, z.T @ first.weight.T)
+        if dtype is None or dtype == h.dtype:
+            for layer in self.mlp[1:]:
+                h = layer(h)
+            return h
+        with torch.autocast(device_type=h.device.type, dtype=dtype):
+            for layer in self.mlp[1:]:
+                h = layer(h)
+        return h.float()
 
 
 class InnerProductDecoder(nn.Module):
@@ -309,9 +325,12 @@ class InnerProductDecoder(nn.Module):
         self.scale = nn.Parameter(torch.ones(()))
         self.bias = nn.Parameter(torch.zeros(()))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Edge logits, ``n x n``."""
-        return self.scale * (z @ z.T) + self.bias
+    def forward(
+        self, z: torch.Tensor, rows: torch.Tensor | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Edge logits, ``n x n`` or ``len(rows) x n`` (``dtype`` is ignored: there is nothing to gain)."""
+        source = z if rows is None else z[rows]
+        return self.scale * (source @ z.T) + self.bias
 
 
 class MuSeGNNModule(nn.Module):
@@ -331,6 +350,9 @@ class MuSeGNNModule(nn.Module):
         Heads of ``L_i`` and of the first layer of ``D_m``.
     decoder
         ``'mlp'`` (paper) or ``'inner_product'``.
+    offload_dir
+        With an MLP decoder: keep the decoders' parameters in a :class:`~._offload.FileArena` in this folder (``None``:
+        in memory). The arena is :attr:`arena`; the weights are initialised exactly as in memory.
     """
 
     def __init__(
@@ -343,6 +365,7 @@ class MuSeGNNModule(nn.Module):
         heads_dataset: int = 4,
         heads_shared: int = 2,
         decoder: Decoder = "mlp",
+        offload_dir: str | os.PathLike | None = None,
     ):
         super().__init__()
         if decoder not in ("mlp", "inner_product"):
@@ -354,8 +377,13 @@ class MuSeGNNModule(nn.Module):
         self.shared = nn.ModuleList(
             SharedBlock(heads_dataset * n_latent, n_latent, heads_shared) for _ in self.group_names
         )
-        dec = MLPEdgeDecoder if decoder == "mlp" else InnerProductDecoder
-        self.decoders = nn.ModuleList(dec(n) for n in n_genes)
+        #: File-backed memory of the decoders (``None``: they are in memory).
+        self.arena: FileArena | None = None
+        if decoder == "mlp" and offload_dir is not None:
+            self.decoders, self.arena = _offloaded_mlp_decoders(n_genes, offload_dir)
+        else:
+            dec = MLPEdgeDecoder if decoder == "mlp" else InnerProductDecoder
+            self.decoders = nn.ModuleList(dec(n) for n in n_genes)
         self._group_idx = [self.group_names.index(gr) for gr in groups]
 
     def encode(self, i: int, g: GraphTensors) -> torch.Tensor:
@@ -363,9 +391,11 @@ class MuSeGNNModule(nn.Module):
         bias = g.attention_bias() if g.dense else None
         return self.shared[self._group_idx[i]](self.encoders[i](g.x, g, bias), g, bias)
 
-    def decode(self, i: int, z: torch.Tensor) -> torch.Tensor:
-        """Edge logits of dataset ``i``."""
-        return self.decoders[i](z)
+    def decode(
+        self, i: int, z: torch.Tensor, rows: torch.Tensor | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Edge logits of dataset ``i`` (of the source genes ``rows`` only, if given; ``dtype``: see the decoders)."""
+        return self.decoders[i](z, rows, dtype)
 
     def encoder_parameters(self):
         """Parameters trained at the encoder learning rate (``L_i`` and ``D_m``)."""
@@ -374,3 +404,38 @@ class MuSeGNNModule(nn.Module):
     def decoder_parameters(self):
         """Parameters trained at the decoder learning rate."""
         return list(self.decoders.parameters())
+
+    @property
+    def offloaded(self) -> bool:
+        """Whether the decoders live in a file-backed arena."""
+        return self.arena is not None
+
+    def __getstate__(self):
+        if self.arena is not None:
+            msg = (
+                "A model whose decoders are offloaded to disk cannot be pickled (as `strategy='ddp_spawn'` does). "
+                "Train it with `strategy='ddp'`, or build it with `offload=False`."
+            )
+            raise TypeError(msg)
+        return super().__getstate__()
+
+
+def _offloaded_mlp_decoders(n_genes: list[int], directory) -> tuple[nn.ModuleList, FileArena]:
+    """MLP decoders whose parameters live in a new :class:`~._offload.FileArena`, initialised as in memory.
+
+    Each decoder is built without memory (on the ``meta`` device), given file-backed parameters and initialised in the
+    order ``nn.Linear`` uses, so the random draws, and the weights, equal those of ``MLPEdgeDecoder(n)``. Its pages are
+    dropped from memory as soon as it is written.
+    """
+    arena = FileArena(arena_floats(size for n in n_genes for _ in range(3) for size in (n * n, n)), directory)
+    decoders = []
+    for n in n_genes:
+        with torch.device("meta"):
+            dec = MLPEdgeDecoder(n)
+        for layer in dec.mlp[::2]:
+            layer.weight = nn.Parameter(arena.tensor((n, n)))
+            layer.bias = nn.Parameter(arena.tensor((n,)))
+            layer.reset_parameters()
+        arena.release(dec.parameters())
+        decoders.append(dec)
+    return nn.ModuleList(decoders), arena

@@ -63,14 +63,10 @@ class QueryTrainingPlan(MuSeGNNTrainingPlan):
 
     def configure_optimizers(self):
         """Adam on the trainable parameters only, at the encoder and decoder learning rates."""
-        groups = [
-            {"params": [p for p in params if p.requires_grad], "lr": lr}
-            for params, lr in (
-                (self.module.encoder_parameters(), self.config.lr_encoder),
-                (self.module.decoder_parameters(), self.config.lr_decoder),
-            )
-        ]
-        return torch.optim.Adam([g for g in groups if g["params"]], fused=True)
+        return self._adam(
+            [(self.module.encoder_parameters(), self.config.lr_encoder),
+             (self.module.decoder_parameters(), self.config.lr_decoder)]
+        )  # fmt: skip
 
     def encode_partner(self, j: int) -> torch.Tensor:
         """Embedding of partner ``j``: cached (and without gradient) for a frozen reference graph."""
@@ -157,8 +153,11 @@ def load_query_data(cls, mdata_query: MuData, reference, *, freeze: bool = True,
     if new_groups:
         logg.logger.info("    new shared block(s) %s for the query (freeze=False)", new_groups)
     model = cls.__new__(cls)
-    model._build([*ref.graphs, *queries], setup, init)
-    state = {k: v.detach().cpu().clone() for k, v in ref.module.state_dict().items()}
+    arena = ref.module.arena
+    # a reference whose decoders are offloaded is an atlas: so is the combined model
+    model._build([*ref.graphs, *queries], setup, init, offload=True if arena is not None else "auto",
+                 offload_dir=arena.directory if arena is not None else None)  # fmt: skip
+    state = {k: v.detach().cpu() for k, v in ref.module.state_dict().items()}
     result = model.module.load_state_dict(state, strict=False)
     n_ref = len(ref.graphs)
     if result.unexpected_keys or any(not _is_query_key(k, n_ref, len(ref_groups)) for k in result.missing_keys):

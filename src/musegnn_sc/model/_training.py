@@ -22,7 +22,12 @@ from torch.utils.data import Dataset
 from ._denormals import set_flush_denormal_all_threads
 from ._losses import ContrastiveAnchors, Reduction, info_nce, reconstruction_loss, similarity_loss
 from ._module import GraphTensors, MuSeGNNModule
+from ._offload import FileArena, arena_floats
 from ._pairs import PairCache, sample_common, sample_contrastive
+from ._precision import resolve_decoder_precision
+
+#: Graphs whose attention masks an offloaded (memory-bounded) model keeps while training.
+_OFFLOAD_GRAPH_CACHE = 8
 
 #: Names of the loss terms recorded in the history, in order.
 LOSS_TERMS = ("loss", "bce", "sim", "infonce")
@@ -42,6 +47,8 @@ class LossConfig:
     lr_encoder: float = 1e-4
     lr_decoder: float = 1e-3
     seed: int = 0
+    reconstruction_fraction: float = 1.0
+    decoder_precision: str = "float32"
 
 
 class GraphIndexDataset(Dataset):
@@ -103,6 +110,12 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         self._sums = torch.zeros(len(LOSS_TERMS) + 1)
         self._snapshot: dict[str, torch.Tensor] | None = None
         self._snapshot_rows = len(self.history)
+        self._saved_decoders: dict[torch.nn.Parameter, torch.Tensor] = {}
+        self._snapshot_slots: dict[torch.nn.Parameter, torch.Tensor] = {}
+        self._snapshot_arena: FileArena | None = None
+        self._moments: FileArena | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._stepped: list[torch.nn.Parameter] = []
 
     # state carried in checkpoints and across ddp_spawn (it travels inside the state dict)
     def get_extra_state(self) -> Any:
@@ -120,26 +133,51 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         return self.epoch_offset + self.current_epoch
 
     def configure_optimizers(self):
-        """Adam with the paper's two learning rates (encoders 1e-4, decoders 1e-3), no weight decay.
+        """Adam with the paper's two learning rates (encoders 1e-4, decoders 1e-3), no weight decay."""
+        return self._adam(
+            [(self.module.encoder_parameters(), self.config.lr_encoder),
+             (self.module.decoder_parameters(), self.config.lr_decoder)]
+        )  # fmt: skip
+
+    def _adam(self, groups: list[tuple[list[torch.nn.Parameter], float]]) -> torch.optim.Adam:
+        """Adam on the trainable parameters of ``(parameters, learning rate)`` groups.
 
         The fused implementation updates each parameter in one kernel, without the intermediate tensor lists of the
-        ``foreach`` one (torch >= 2.4 on CPU).
+        ``foreach`` one (torch >= 2.4 on CPU). With offloaded decoders, their two moments are placed in a file-backed
+        arena of their own (zero-filled, as Adam's lazy initialisation would make them), so they are resident only
+        while their dataset trains.
         """
-        return torch.optim.Adam(
-            [
-                {"params": self.module.encoder_parameters(), "lr": self.config.lr_encoder},
-                {"params": self.module.decoder_parameters(), "lr": self.config.lr_decoder},
-            ],
-            fused=True,
-        )
+        param_groups = [{"params": [p for p in params if p.requires_grad], "lr": lr} for params, lr in groups]
+        optimizer = torch.optim.Adam([g for g in param_groups if g["params"]], fused=True)
+        self._optimizer = optimizer
+        arena = self.module.arena
+        if arena is not None:
+            offloaded = [p for g in optimizer.param_groups for p in g["params"] if arena.owns(p)]
+            self._moments = FileArena(
+                arena_floats(p.numel() for p in offloaded for _ in range(2)),
+                arena.directory,
+                what="decoders' Adam moments",
+            )
+            for p in offloaded:
+                optimizer.state[p] = {
+                    "step": torch.zeros((), dtype=torch.float32),
+                    "exp_avg": self._moments.tensor(p.shape),
+                    "exp_avg_sq": self._moments.tensor(p.shape),
+                }
+        return optimizer
 
     def _graph(self, i: int) -> GraphTensors:
         g = self._device_graphs.get(i)
         if g is None or g.x.device != self.device:
             g = self.graphs[i].to(self.device)
             if g.dense:
-                g.bias = g.attention_bias()  # built once per training run, not at every step
+                g.bias = g.attention_bias()  # built once per training run (offloaded models: kept for a few graphs)
             self._device_graphs[i] = g
+            if self.module.offloaded and len(self._device_graphs) > _OFFLOAD_GRAPH_CACHE:
+                # a memory-bounded model keeps the attention masks of the most recently used graphs only
+                del self._device_graphs[next(iter(self._device_graphs))]
+        else:
+            self._device_graphs[i] = self._device_graphs.pop(i)  # most recently used last
         return g
 
     def encode_partner(self, j: int) -> torch.Tensor:
@@ -150,9 +188,12 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         """The loss terms of the step for graph ``i`` at ``epoch`` (Algorithm 1, lines 4-11)."""
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, epoch, i])
+        self._prefetch_decoder(i)
         g_i = self._graph(i)
         z_i = self.module.encode(i, g_i)
-        bce = reconstruction_loss(self.module.decode(i, z_i), g_i.target())
+        rows = self._reconstruction_rows(i, epoch, g_i.n)
+        dtype = torch.bfloat16 if cfg.decoder_precision == "bfloat16" else None
+        bce = reconstruction_loss(self.module.decode(i, z_i, rows, dtype), g_i.target(rows))
         zero = bce.new_zeros(())
         sim, nce = zero, zero
         n_graphs = len(self.graphs)
@@ -186,6 +227,18 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         loss = bce + cfg.lambda_sim * sim + cfg.lambda_contrastive * nce
         return {"loss": loss, "bce": bce, "sim": sim, "infonce": nce}
 
+    def _reconstruction_rows(self, i: int, epoch: int, n: int) -> torch.Tensor | None:
+        """Source genes whose adjacency rows ``L_BCE`` reconstructs at this step (``None``: all of them).
+
+        A uniform sample without replacement of ``reconstruction_fraction`` of the genes, drawn from a generator of
+        its own (seeded by ``(seed, epoch, i)``), so the other draws of the step do not depend on the fraction.
+        """
+        k = math.ceil(self.config.reconstruction_fraction * n)
+        if k >= n:
+            return None
+        rng = np.random.default_rng([self.config.seed, epoch, i, 1])
+        return torch.from_numpy(np.sort(rng.choice(n, size=max(k, 1), replace=False))).to(self.device)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int):
         """One optimiser step on graph ``batch``."""
         i = int(batch)
@@ -195,8 +248,10 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
             if self.nan_event is None:
                 self.nan_event = (self.global_epoch, i)
             self.trainer.should_stop = True
-            # A zero loss that touches every parameter keeps DDP ranks in step; the weights are restored afterwards.
-            return sum((p * 0.0).sum() for p in self.module.parameters())
+            # A zero loss keeps DDP ranks in step (they all run a backward pass); the weights are restored afterwards.
+            m = self.module
+            own = [*m.encoders[i].parameters(), *m.shared[m._group_idx[i]].parameters(), *m.decoders[i].parameters()]
+            return sum((p * 0.0).sum() for p in own)
         vals = torch.stack([terms[k].detach() for k in LOSS_TERMS]).cpu()
         self._sums[: len(LOSS_TERMS)] += vals
         self._sums[-1] += 1
@@ -210,12 +265,78 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         return loss
 
     def _take_snapshot(self) -> None:
-        """Keep the current weights with the number of history rows they belong to."""
-        self._snapshot = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        """Keep the current weights with the number of history rows they belong to.
+
+        Encoders and shared blocks, which most steps change, are copied at once. A decoder changes only at the step of
+        its own graph, so it is copied on write instead: :meth:`on_before_optimizer_step` saves it just before its
+        first update after the snapshot (into a file-backed arena when the decoders are offloaded). The snapshot is
+        then the copies, plus the decoders not updated since, which still hold the snapshot's values.
+        """
+        decoders = {id(p) for p in self.module.decoder_parameters()}
+        state = self.module.state_dict(keep_vars=True)
+        self._snapshot = {k: v.detach().clone() for k, v in state.items() if id(v) not in decoders}
+        if self._snapshot_arena is not None:
+            self._snapshot_arena.release(self._saved_decoders.values())
+        self._saved_decoders = {}
         self._snapshot_rows = len(self.history)
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Save each decoder the coming update changes (it has a gradient), if not saved since the snapshot."""
+        if self._snapshot is None:
+            return
+        arena = self.module.arena
+        self._stepped = []
+        for p in self.module.decoder_parameters():
+            if p.grad is None:
+                continue
+            self._stepped.append(p)
+            if p in self._saved_decoders:
+                continue
+            if arena is None:
+                self._saved_decoders[p] = p.detach().clone()
+                continue
+            if self._snapshot_arena is None:
+                self._snapshot_arena = FileArena(
+                    arena_floats(q.numel() for q in self.module.decoder_parameters()),
+                    arena.directory,
+                    what="decoders' saved copies",
+                )
+            slot = self._snapshot_slots.get(p)
+            if slot is None:
+                slot = self._snapshot_slots[p] = self._snapshot_arena.tensor(p.shape)
+            slot.copy_(p.detach())
+            self._saved_decoders[p] = slot
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """Offloaded decoders: drop the pages of the decoder just trained (weights, moments, saved copy)."""
+        arena = self.module.arena
+        if arena is None or not self._stepped:
+            return
+        arena.release(self._stepped)
+        state = self._optimizer.state if self._optimizer is not None else {}
+        self._moments.release(
+            t for p in self._stepped for k in ("exp_avg", "exp_avg_sq") if (t := state.get(p, {}).get(k)) is not None
+        )
+        if self._snapshot_arena is not None:
+            self._snapshot_arena.release(self._saved_decoders[p] for p in self._stepped if p in self._saved_decoders)
+        self._stepped = []
+
+    def _prefetch_decoder(self, i: int) -> None:
+        """Offloaded decoders: have the pages of decoder ``i`` (and its moments) read in while the encoders run."""
+        arena = self.module.arena
+        if arena is None:
+            return
+        params = list(self.module.decoders[i].parameters())
+        arena.prefetch(params)
+        if self._optimizer is not None:
+            state = self._optimizer.state
+            self._moments.prefetch(
+                t for p in params for k in ("exp_avg", "exp_avg_sq") if (t := state.get(p, {}).get(k)) is not None
+            )
+
     def on_train_start(self) -> None:
-        """Keep the starting weights; flush float denormals to zero on every CPU thread (see :mod:`._denormals`)."""
+        """Keep the starting weights, resolve ``decoder_precision='auto'``, flush denormals (see :mod:`._denormals`)."""
+        self.config.decoder_precision = resolve_decoder_precision(self.config.decoder_precision, self.device)
         self._take_snapshot()
         if self.device.type == "cpu":
             set_flush_denormal_all_threads(True)
@@ -242,7 +363,7 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         if self.nan_event is not None:
             self.restore_last_complete_epoch()
         self._device_graphs.clear()
-        self._snapshot = None
+        self._release_training_state()
         set_flush_denormal_all_threads(False)
 
     def restore_last_complete_epoch(self) -> None:
@@ -253,10 +374,23 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         the same epochs. Without a snapshot (training stopped before its first step) nothing has moved.
         """
         if self._snapshot is not None:
-            self.module.load_state_dict(self._snapshot)
+            self.module.load_state_dict(self._snapshot, strict=False)  # the decoders: their saved copies below
+            with torch.no_grad():
+                for p, saved in self._saved_decoders.items():
+                    p.copy_(saved)
             del self.history[self._snapshot_rows :]
         self._device_graphs.clear()
+        self._release_training_state()
+
+    def _release_training_state(self) -> None:
+        """Drop the snapshot, the saved decoders and the references to the optimiser and its arenas."""
         self._snapshot = None
+        self._saved_decoders = {}
+        self._snapshot_slots = {}
+        self._snapshot_arena = None
+        self._moments = None
+        self._optimizer = None
+        self._stepped = []
 
 
 def finite_history(history: list[dict[str, float]]) -> bool:
