@@ -1,5 +1,6 @@
-"""Distributed data parallel training on the CPU: 2 processes (gloo), as on a multi-GPU node."""
+"""Dataset-parallel training on the CPU: 2 processes (gloo), as on a multi-GPU node."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -7,37 +8,65 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 SCRIPT = """
-import os, sys, warnings
+import json, os, sys, warnings
 warnings.simplefilter("ignore")
 sys.path.insert(0, {conftest_dir!r})
+import lightning.pytorch as pl
 import torch
 torch.set_num_threads(1)
 from conftest import planted_mudata
 from musegnn_sc.model._model import MuSeGNN
 
-mdata = planted_mudata(n_datasets=4, genes_per_dataset=40, genes_per_module=10)
-model = MuSeGNN(mdata)
-model.train(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp", progress_bar=False)
-if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-    model.save({out!r})
+class Spy(pl.Callback):
+    # which decoders each step of this rank updated (before the plan forgets it at its own batch end)
+    def __init__(self):
+        self.stepped = []
+    def on_train_batch_end(self, trainer, plan, outputs, batch, batch_idx):
+        ids = {{id(p): k for k, d in enumerate(plan.module.decoders) for p in d.parameters()}}
+        self.stepped.append(sorted({{ids[id(p)] for p in plan._stepped}}))
+
+mdata = planted_mudata(n_datasets=5, genes_per_dataset=40, genes_per_module=10)
+model = MuSeGNN(mdata, offload={offload})
+spy = Spy()
+model.train(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp", progress_bar=False, lr_encoder=1e-3,
+            callbacks=[spy])
+rank = int(os.environ.get("LOCAL_RANK", "0"))
+torch.save(model.module.state_dict(), os.path.join({out!r}, f"rank{{rank}}.pt"))
+json.dump(spy.stepped, open(os.path.join({out!r}, f"rank{{rank}}.json"), "w"))
+if rank == 0:
+    model.save(os.path.join({out!r}, "model"))
 """
 
 
 @pytest.mark.slow
-def test_ddp_on_cpu_with_two_processes(tmp_path):
+@pytest.mark.parametrize("offload", [False, True])
+def test_dataset_parallel_training_on_two_cpu_processes(tmp_path, offload):
     from musegnn_sc.model._model import MuSeGNN
 
     script = tmp_path / "train_ddp.py"
-    out = tmp_path / "model"
-    script.write_text(textwrap.dedent(SCRIPT.format(conftest_dir=str(Path(__file__).parent), out=str(out))))
+    script.write_text(
+        textwrap.dedent(SCRIPT.format(conftest_dir=str(Path(__file__).parent), out=str(tmp_path), offload=offload))
+    )
     proc = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    model = MuSeGNN.load(out)
+    # graphs are dealt out in turn: rank 0 trains 0, 2, 4 and rank 1 trains 1, 3 plus an empty step, and a step
+    # updates the decoder of its own graph only
+    steps = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert steps[0] == [[0], [2], [4]] * 3
+    assert steps[1] == [[1], [3], []] * 3
+    # every rank ends with the same model: encoders and shared blocks kept in step, decoders sent by their owners
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=0, msg=key)
+    model = MuSeGNN.load(tmp_path / "model")
     assert model.train_params_["world_size"] == 2
     assert len(model.history) == 3
-    assert np.isfinite(model.history.to_numpy()).all()
+    hist = model.history
+    assert np.isfinite(hist.to_numpy()).all() and hist["bce"].iloc[-1] < hist["bce"].iloc[0]
     assert np.isfinite(model.get_gene_embeddings().obsm["X_musegnn"]).all()

@@ -73,13 +73,6 @@ def _quiet_lightning(progress_bar: bool):
             logging.getLogger(n).setLevel(lv)
 
 
-def _ddp_strategy(strategy):
-    # Each step touches only one or two datasets' layers, so DDP must tolerate parameters without gradients.
-    if isinstance(strategy, str) and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
-        return f"{strategy}_find_unused_parameters_true"
-    return strategy
-
-
 class MuSeGNN:
     """MuSe-GNN: gene embeddings learned jointly from the co-expression graphs of many datasets.
 
@@ -486,8 +479,9 @@ class MuSeGNN:
         from torch.utils.data import DataLoader
 
         from ._denormals import set_flush_denormal_all_threads
+        from ._distributed import RankSteps, dataset_parallel
         from ._pairs import PairCache, neighbour_lists
-        from ._training import GraphIndexDataset, LossConfig, MuSeGNNTrainingPlan, collate_single
+        from ._training import LossConfig, MuSeGNNTrainingPlan, collate_single
 
         check_train_kwargs(trainer_kwargs, caller="MuSeGNN.train")
         _check_train_numbers(locals())
@@ -527,12 +521,15 @@ class MuSeGNN:
         if self._pairs is None:
             self._pairs = PairCache([g.genes for g in self.graphs], [g.adjacency for g in self.graphs])
         neighbours = [neighbour_lists(g.adjacency) for g in self.graphs]
-        plan_cls, plan_kwargs, steps = MuSeGNNTrainingPlan, {}, GraphIndexDataset(len(self.graphs))
+        plan_cls, plan_kwargs, step_list = MuSeGNNTrainingPlan, {}, list(range(len(self.graphs)))
         if self.query_ is not None:
             from ._query import query_plan
 
-            plan_cls, plan_kwargs, steps = query_plan(self)  # steps on the query graphs, frozen reference
-        plan = plan_cls(self.module, self._tensors, self._pairs, neighbours, config, self.history_, **plan_kwargs)
+            plan_cls, plan_kwargs, step_list = query_plan(self)  # steps on the query graphs, frozen reference
+        steps = RankSteps(step_list)  # all of them in order; a rank's share under dataset-parallel training
+        plan = plan_cls(
+            self.module, self._tensors, self._pairs, neighbours, config, self.history_, steps=steps, **plan_kwargs
+        )
         cbs = list(callbacks or [])
         if early_stopping:
             cbs.append(
@@ -572,7 +569,8 @@ class MuSeGNN:
             "max_epochs": max_epochs,
             "accelerator": accelerator,
             "devices": devices,
-            "strategy": _ddp_strategy(strategy),
+            "strategy": dataset_parallel(strategy),
+            "use_distributed_sampler": False,  # RankSteps deals the graphs out
             "logger": False,
             "enable_checkpointing": checkpoint_dir is not None,
             "enable_progress_bar": progress_bar,

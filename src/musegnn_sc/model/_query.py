@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from musegnn_sc import _logging as logg
 
@@ -34,19 +33,6 @@ if TYPE_CHECKING:
 
 #: ``obs`` column of :meth:`MuSeGNN.get_gene_embeddings` marking the rows of reference datasets.
 REFERENCE_COLUMN = "reference"
-
-
-class IndexListDataset(Dataset):
-    """The graph indices an epoch visits, in order (the query graphs of a combined model)."""
-
-    def __init__(self, indices: list[int]):
-        self.indices = [int(i) for i in indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, idx: int) -> int:
-        return self.indices[idx]
 
 
 class QueryTrainingPlan(MuSeGNNTrainingPlan):
@@ -233,10 +219,10 @@ def query_indices(model: MuSeGNN) -> list[int]:
 
 
 def query_plan(model: MuSeGNN):
-    """``(plan class, keyword arguments, step dataset)`` of the training of a combined model."""
+    """``(plan class, keyword arguments, graphs an epoch steps on)`` of the training of a combined model."""
     n_ref = int(model.query_["n_reference"])
     frozen = list(range(n_ref)) if model.query_["freeze"] else []
-    return QueryTrainingPlan, {"frozen": frozen}, IndexListDataset(query_indices(model))
+    return QueryTrainingPlan, {"frozen": frozen}, query_indices(model)
 
 
 def check_query_anchors(model: MuSeGNN, stacklevel: int = 3) -> None:

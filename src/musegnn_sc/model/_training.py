@@ -17,9 +17,9 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ._denormals import set_flush_denormal_all_threads
+from ._distributed import EMPTY_STEP, RankSteps, is_dataset_parallel
 from ._losses import ContrastiveAnchors, Reduction, info_nce, reconstruction_loss, similarity_loss
 from ._module import GraphTensors, MuSeGNNModule
 from ._offload import FileArena, arena_floats
@@ -51,19 +51,6 @@ class LossConfig:
     decoder_precision: str = "float32"
 
 
-class GraphIndexDataset(Dataset):
-    """The indices ``0 .. n_graphs - 1``: one item per optimiser step, in the fixed order of Algorithm 1."""
-
-    def __init__(self, n_graphs: int):
-        self.n_graphs = n_graphs
-
-    def __len__(self) -> int:
-        return self.n_graphs
-
-    def __getitem__(self, idx: int) -> int:
-        return int(idx)
-
-
 def collate_single(batch: list[int]) -> torch.Tensor:
     """Batches hold one graph index."""
     return torch.tensor(batch[0], dtype=torch.long)
@@ -86,6 +73,8 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         Loss weights, learning rates, seed.
     history
         Rows of the loss history already recorded (training continues after them).
+    steps
+        The graphs the epochs step on, in order (their owners under dataset-parallel training).
     """
 
     def __init__(
@@ -96,8 +85,10 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         neighbours: list[tuple[np.ndarray, np.ndarray]],
         config: LossConfig,
         history: list[dict[str, float]] | None = None,
+        steps: RankSteps | None = None,
     ):
         super().__init__()
+        self.steps = steps
         self.module = module
         self.graphs = graphs
         self.pairs = pairs
@@ -242,6 +233,9 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int):
         """One optimiser step on graph ``batch``."""
         i = int(batch)
+        if i == EMPTY_STEP:
+            # a rank with fewer graphs than the others: a zero loss keeps it in the ranks' collective calls
+            return sum((p * 0.0).sum() for p in self.module.shared.parameters())
         terms = self.step_losses(i, self.global_epoch)
         loss = terms["loss"]
         if not torch.isfinite(loss):
@@ -279,6 +273,11 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
             self._snapshot_arena.release(self._saved_decoders.values())
         self._saved_decoders = {}
         self._snapshot_rows = len(self.history)
+
+    def on_after_backward(self) -> None:
+        """Dataset-parallel training: average the gradients the ranks share (see :mod:`._distributed`)."""
+        if is_dataset_parallel(self.trainer):
+            self.trainer.strategy.sync_gradients(self)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Save each decoder the coming update changes (it has a gradient), if not saved since the snapshot."""
@@ -362,6 +361,8 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         """Fall back on the last good weights after a NaN loss; free the device copies of the graphs."""
         if self.nan_event is not None:
             self.restore_last_complete_epoch()
+        if is_dataset_parallel(self.trainer) and self.steps is not None:
+            self.trainer.strategy.gather_decoders(self, self.steps.owners(self.trainer.world_size))
         self._device_graphs.clear()
         self._release_training_state()
         set_flush_denormal_all_threads(False)
