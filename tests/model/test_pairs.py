@@ -61,6 +61,22 @@ def test_pair_cache_reverse_pair_equals_direct_computation(two_graphs):
     assert cache.n_anchors(0) == len(set(gi) & set(gj))
 
 
+def test_pair_cache_keeps_the_most_recently_used_pairs_only(two_graphs):
+    gi, ai, gj, aj = two_graphs
+    cache = PairCache([gi, gj, gi], [ai, aj, ai], max_pairs=2)
+    first = cache(0, 1)
+    cache(1, 2)
+    cache(0, 1)  # used again: now the most recent
+    cache(2, 0)  # evicts (1, 2), the least recently used
+    assert list(cache._cache) == [(0, 1), (2, 0)]
+    assert cache(0, 1) is first
+    again = cache(1, 2)  # recomputed after eviction, equal to what it was
+    direct = pair_index(gj, aj, gi, ai)
+    for field in ("common_i", "common_j", "weights", "diff_i", "diff_j"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(direct, field))
+    assert len(cache._cache) == 2
+
+
 def test_sample_contrastive_draws_distinct_anchors_and_true_neighbours():
     rng = np.random.default_rng(2)
     genes = np.array([f"g{k}" for k in range(30)], dtype=object)

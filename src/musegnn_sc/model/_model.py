@@ -665,10 +665,10 @@ class MuSeGNN:
                 stacklevel=3,
             )
             return
-        all_genes = [set(g.genes) for g in self.graphs]
-        for k, g in enumerate(self.graphs):
-            others = set().union(*(s for n, s in enumerate(all_genes) if n != k))
-            if not (all_genes[k] & others):
+        # a gene counted in two datasets is an anchor for both (linear in the number of datasets)
+        counts = Counter(x for g in self.graphs for x in set(g.genes))
+        for g in self.graphs:
+            if not any(counts[x] > 1 for x in g.genes):
                 warnings.warn(
                     f"Dataset {g.name!r} shares no gene with any other dataset: it has no anchors, so its embeddings "
                     "are not aligned with the others (check that gene names use the same convention, e.g. symbols "

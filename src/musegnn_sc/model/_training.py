@@ -198,8 +198,8 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
                 sim = similarity_loss(
                     z_i,
                     z_j,
-                    torch.from_numpy(pair.common_i).to(dev),
-                    torch.from_numpy(pair.common_j).to(dev),
+                    torch.from_numpy(pair.common_i).to(dev, torch.long),
+                    torch.from_numpy(pair.common_j).to(dev, torch.long),
                     torch.from_numpy(pair.weights).to(dev),
                     reduction=cfg.sim_reduction,
                 )
