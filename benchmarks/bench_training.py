@@ -62,10 +62,10 @@ ANCHORS = {
 }
 
 
-def _simulated_mudata(n_graphs: int, n_genes: int = 1000, n_features: int = 128, density: float = 0.3, seed: int = 0):
-    """Graphs in the graph builder's layout: 20 modules over a 1,500-gene universe, ~30% of pairs connected."""
+def _simulated_anndatas(n_graphs: int, n_genes: int = 1000, n_features: int = 128, density: float = 0.3, seed: int = 0):
+    """Graphs in the graph builder's layout, one AnnData at a time: 20 modules over a 1,500-gene universe, ~30% of
+    pairs connected."""
     import anndata as ad
-    import mudata as md
     import numpy as np
     from scipy import sparse
 
@@ -74,7 +74,6 @@ def _simulated_mudata(n_graphs: int, n_genes: int = 1000, n_features: int = 128,
     module = rng.integers(n_mod, size=n_univ)
     p_in = min(1.0, density * 2.5)
     p_out = max(0.0, (density - p_in / n_mod) / (1 - 1 / n_mod))
-    mods = {}
     for d in range(n_graphs):
         idx = np.sort(rng.choice(n_univ, size=n_genes, replace=False))
         m = module[idx]
@@ -90,7 +89,14 @@ def _simulated_mudata(n_graphs: int, n_genes: int = 1000, n_features: int = 128,
         a.varp["coexpression_connectivities"] = sparse.csr_matrix(adj.astype(np.float32))
         a.varm["coexpression_features"] = feats.astype(np.float32)
         a.uns["coexpression"] = {"omics": "rna", "tissue": "blood", "species": "human"}
-        mods[f"rna_{d}"] = a
+        yield f"rna_{d}", a
+
+
+def _simulated_mudata(n_graphs: int, n_genes: int = 1000, n_features: int = 128, density: float = 0.3, seed: int = 0):
+    """The graphs of :func:`_simulated_anndatas` in one MuData."""
+    import mudata as md
+
+    mods = dict(_simulated_anndatas(n_graphs, n_genes, n_features, density, seed))
     with md.set_options(pull_on_update=False), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return md.MuData(mods)

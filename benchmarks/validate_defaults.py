@@ -80,6 +80,14 @@ CANDIDATES: dict[str, dict] = {
     "mean_all_lc0.3": {"sim_reduction": "mean", "lambda_contrastive": 0.3, "contrastive_anchors": "all"},
     "mean_all_lc3": {"sim_reduction": "mean", "lambda_contrastive": 3.0, "contrastive_anchors": "all"},
     "defaults": {},
+    "lre3e-4": {"lr_encoder": 3e-4},
+    "lre1e-3": {"lr_encoder": 1e-3},
+    "lre1e-3_lrd3e-3": {"lr_encoder": 1e-3, "lr_decoder": 3e-3},
+    "lre1e-3_bf16": {"lr_encoder": 1e-3, "decoder_precision": "bfloat16"},
+    "lre1e-3_bf16_r25": {"lr_encoder": 1e-3, "decoder_precision": "bfloat16", "reconstruction_fraction": 0.25},
+    "lre1e-3_f32_r25": {"lr_encoder": 1e-3, "decoder_precision": "float32", "reconstruction_fraction": 0.25},
+    "lre3e-3_bf16_r25": {"lr_encoder": 3e-3, "decoder_precision": "bfloat16", "reconstruction_fraction": 0.25},
+    "v0.1_default": {"lr_encoder": 1e-4, "decoder_precision": "float32", "reconstruction_fraction": 1.0},
 }
 
 SIX = ("AUC", "ASW", "GC", "iLISI", "CGR", "NO")

@@ -196,6 +196,10 @@ def test_options_are_checked_before_anything_is_written(graphs_mudata):
         train_musegnn(mdata, key_added="coexpression_features", max_epochs=1, **FAST)
     with pytest.raises(KeyError, match="not in the MuData.*`mods=`"):
         train_musegnn(mdata, mods=["rna_heart_9"], max_epochs=1, **FAST)
+    with pytest.raises(ValueError, match="`offload` must be"):
+        train_musegnn(mdata, offload="disk", max_epochs=1, **FAST)
+    with pytest.raises(FileNotFoundError, match="`offload_dir`.*not a directory"):
+        train_musegnn(mdata, offload=True, offload_dir="/nonexistent/musegnn", max_epochs=1, **FAST)
     assert _state(mdata) == before
 
 

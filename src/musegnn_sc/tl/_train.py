@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import os
 import warnings
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -104,7 +105,9 @@ def train_musegnn(
     share_by: Literal["omics", "omics_tissue"] = "omics",
     decoder: Literal["mlp", "inner_product"] = "mlp",
     attention: Literal["auto", "dense", "sparse"] = "auto",
-    max_epochs: int = 300,
+    offload: bool | Literal["auto"] = "auto",
+    offload_dir: str | os.PathLike | None = None,
+    max_epochs: int | None = None,
     seed: int = 0,
     graph_kwargs: Mapping[str, Any] | None = None,
     rebuild: bool = False,
@@ -139,10 +142,10 @@ def train_musegnn(
         Node features, ``'graph'`` or ``'expression'`` (see :meth:`musegnn_sc.model.MuSeGNN.setup_mudata`).
     layer
         Layer with raw counts, used to build missing graphs and for ``features='expression'``.
-    n_latent, share_by, decoder, attention
+    n_latent, share_by, decoder, attention, offload, offload_dir
         Model options (see :class:`musegnn_sc.model.MuSeGNN`).
     max_epochs
-        Training epochs.
+        Training epochs (``None``: the default of :meth:`musegnn_sc.model.MuSeGNN.train`).
     seed
         Seed of the weight initialisation and of every random draw of training.
     graph_kwargs
@@ -198,6 +201,12 @@ def train_musegnn(
     if not isinstance(key_added, str) or not key_added:
         msg = f"`key_added` must be a non-empty string, got {key_added!r}."
         raise TypeError(msg)
+    if offload not in (True, False, "auto"):
+        msg = f"`offload` must be True, False or 'auto', got {offload!r}."
+        raise ValueError(msg)
+    if offload_dir is not None and not os.path.isdir(offload_dir):
+        msg = f"`offload_dir` {str(offload_dir)!r} is not a directory. Create it, or pass an existing folder."
+        raise FileNotFoundError(msg)
     if key_added == GraphKeys(graph_key).features:
         msg = f"`key_added={key_added!r}` would overwrite the node features of the graphs: choose another key."
         raise ValueError(msg)
@@ -205,7 +214,7 @@ def train_musegnn(
         msg = f"`features` must be 'graph' or 'expression', got {features!r}."
         raise ValueError(msg)
     check_train_kwargs(train_kwargs, caller="msg.tl.train_musegnn")
-    _check_train_numbers({"max_epochs": max_epochs, "seed": seed, **train_kwargs})
+    _check_train_numbers({**({} if max_epochs is None else {"max_epochs": max_epochs}), "seed": seed, **train_kwargs})
     for option, value, allowed in (
         ("share_by", share_by, ("omics", "omics_tissue")),
         ("decoder", decoder, ("mlp", "inner_product")),
@@ -288,8 +297,11 @@ def train_musegnn(
             build_coexpression_graphs(mdata, mods=to_build, key_added=graph_key, **opts)
         undo.keep(mdata.uns, SETUP_KEY)
         MuSeGNN.setup_mudata(mdata, graph_key=graph_key, mods=names, features=features, layer=layer)
-        model = MuSeGNN(mdata, n_latent=n_latent, share_by=share_by, decoder=decoder, attention=attention, seed=seed)
-        model.train(max_epochs=max_epochs, seed=seed, **train_kwargs)
+        model = MuSeGNN(mdata, n_latent=n_latent, share_by=share_by, decoder=decoder, attention=attention, seed=seed,
+                        offload=offload, offload_dir=offload_dir)  # fmt: skip
+        if max_epochs is not None:
+            train_kwargs["max_epochs"] = max_epochs
+        model.train(seed=seed, **train_kwargs)
         if not model.is_trained_:
             # Ctrl-C or a NaN loss before the first epoch ended: the weights are the random initial ones, so write
             # nothing (the train warning said why) rather than embeddings that mean nothing
