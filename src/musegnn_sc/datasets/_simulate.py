@@ -23,6 +23,10 @@ from musegnn_sc._keys import OMICS, SPATIAL, SPECIES, TISSUE
 TRUTH_KEY = "toy_truth"
 #: Name of the background "module" (genes whose counts share no latent factor).
 NO_MODULE = "none"
+#: Loadings of module genes, and of the planted hub genes (``toy_mudata(n_hubs=...)``), before the per-dataset
+#: jitter: hubs load clearly more on their module's factor than any other gene of the module.
+MODULE_LOADING = (0.5, 0.9)
+HUB_LOADING = (1.3, 1.5)
 
 # Per data type: dataset-level depth scale, sd of the log size factors, median gene dispersion (theta of the
 # negative binomial, smaller = more overdispersed) and a baseline shift. Gene activity from ATAC is sparser and
@@ -136,6 +140,7 @@ def toy_mudata(
     include_spatial: bool = True,
     n_samples: int = 0,
     condition_effect: float = 1.0,
+    n_hubs: int = 0,
     seed: int = 0,
 ) -> MuData:
     """Simulate unpaired single-cell datasets with planted gene modules shared across some of them.
@@ -149,7 +154,10 @@ def toy_mudata(
     ``s_c * exp(b_g + l_g * f_c[m(g)] - l_g**2 / 2)``: log-normal size factors ``s_c`` (sd 0.4-0.6 on the log
     scale), a gene baseline ``b_g``, and for genes of module ``m(g)`` a loading ``l_g`` in 0.5-0.9 on a standard
     normal cell factor ``f_c[m]`` shared by the module's genes (in the spatial dataset some factors are smooth
-    functions of the coordinates). Modules, from ``M1``:
+    functions of the coordinates), times a per-dataset jitter in 0.8-1.2. With ``n_hubs``, that many genes of every
+    module are hub genes: loadings in 1.3-1.5 (jitter 0.9-1.1, so 1.17-1.65 against at most 1.08 for the other
+    module genes) and a baseline in the top 5% of the module genes' baselines (well expressed, so that their counts
+    show their loading). Modules, from ``M1``:
 
     - all but the last three are shared by every dataset (same genes, orthologues in mouse), ``M1`` being spatially
       patterned (a radial hotspot) in the spatial dataset;
@@ -162,7 +170,8 @@ def toy_mudata(
     others stimulated (``obs['condition']``: ``'ctrl'``, ``'stim'``); in stimulated cells the factor of one shared
     module (``M2``, or ``M1`` when it is the only one) is raised by ``condition_effect``, and each sample adds its
     own offset (sd 0.3) to that factor, as biological replicates do. These draws use their own random stream, so
-    every other value is the same as without samples. Other genes are
+    every other value is the same as without samples (hub genes likewise draw from their own stream: with
+    ``n_hubs=0``, the default, the data are those of versions without hubs). Other genes are
     background: common to all datasets, or drawn per dataset from a pool, so genes are shared by all, several or one
     dataset. The mouse dataset uses mouse-style names of orthologous genes (``GENE0042`` -> ``Gene0042``) plus
     mouse-only genes (``Gm0007``); some human genes have no orthologue.
@@ -189,6 +198,10 @@ def toy_mudata(
         Samples per dataset (0: no samples, no condition); at least 2 otherwise.
     condition_effect
         Shift of the condition module's factor in stimulated cells (with ``n_samples``).
+    n_hubs
+        Hub genes planted per module (0: none, every module gene loads 0.5-0.9 on its factor); fewer than
+        ``module_size``. They are recorded in ``toy_truth['genes']['is_hub']`` and are the same genes (and their
+        mouse orthologues) in every dataset where the module is co-expressed.
     seed
         Random seed; equal seeds give identical objects.
 
@@ -201,10 +214,11 @@ def toy_mudata(
     ground truth: ``genes`` (one row per dataset and gene: dataset, gene, human_gene, module, module_kind,
     spatial_pattern), ``modules`` (module, kind, datasets, n_genes, spatial_pattern), ``orthologs`` (human, mouse)
     and ``params``, plus ``activity`` (``{dataset: DataFrame}``, cells x modules active there: the planted cell
-    factor ``f_c[m]`` of each module, the per-cell module activity) and a ``loading`` column in ``genes`` (the
-    gene's loading ``l_g`` on its module's factor in that dataset, 0 for background genes: the planted hub genes of
-    a module are those with the largest loadings). With ``n_samples``, each modality's ``obs`` has ``sample`` and
-    ``condition``, and the truth holds ``condition`` (``module``, ``effect``).
+    factor ``f_c[m]`` of each module, the per-cell module activity), a ``loading`` column in ``genes`` (the
+    gene's loading ``l_g`` on its module's factor in that dataset, 0 for background genes) and an ``is_hub`` column
+    (the planted hub genes of ``n_hubs``, in the datasets where their module is co-expressed; all ``False`` without
+    ``n_hubs``). With ``n_samples``, each modality's ``obs`` has ``sample`` and ``condition``, and the truth holds
+    ``condition`` (``module``, ``effect``).
 
     Examples
     --------
@@ -212,6 +226,13 @@ def toy_mudata(
     >>> mdata = msg.datasets.toy_mudata()
     >>> list(mdata.mod)
     ['rna_heart_1', 'rna_heart_2', 'rna_lung_1', 'rna_heart_mouse', 'atac_heart_1', 'spatial_brain_1']
+
+    Three planted hub genes per module, the ground truth of :func:`~musegnn_sc.tl.hub_genes`:
+
+    >>> mdata = msg.datasets.toy_mudata(n_hubs=3)
+    >>> truth = mdata.uns["toy_truth"]["genes"]
+    >>> int(truth.query("dataset == 'rna_heart_1'")["is_hub"].sum())  # modules M1-M4 are co-expressed there
+    12
     """
     if n_samples == 1 or n_samples < 0 or int(n_samples) != n_samples:
         msg = f"`n_samples` must be 0 (no samples) or an integer >= 2, got {n_samples!r}."
@@ -220,6 +241,9 @@ def toy_mudata(
         if int(value) != value or value < low:
             msg = f"`{name}` must be an integer >= {low}, got {value!r}."
             raise ValueError(msg)
+    if int(n_hubs) != n_hubs or not 0 <= n_hubs < module_size:
+        msg = f"`n_hubs` must be an integer in [0, module_size) = [0, {module_size}), got {n_hubs!r}."
+        raise ValueError(msg)
     datasets = _datasets(n_rna, include_mouse, include_atac, include_spatial)
     if not datasets:
         msg = "No dataset selected: use `n_rna>=1` or include the mouse, ATAC or spatial dataset."
@@ -278,8 +302,20 @@ def toy_mudata(
     baseline = np.where(
         is_module_gene, rng.normal(np.log(1.5), 0.5, n_universe), rng.normal(np.log(0.5), 1.0, n_universe)
     )
-    loading = rng.uniform(0.5, 0.9, n_universe)
+    loading = rng.uniform(*MODULE_LOADING, n_universe)
     theta_gene = np.exp(rng.normal(0.0, 0.4, n_universe))
+    # Hub genes draw from their own stream, so that without hubs nothing else changes. A hub loads more on its
+    # factor than any other gene of its module and is well expressed (baseline in the top 5% of the module genes'):
+    # at low counts the zeros blur a large loading, and the hubs of real modules are rarely lowly expressed genes.
+    is_hub = np.zeros(n_universe, dtype=bool)
+    if n_hubs:
+        rng_hubs = np.random.default_rng([seed, 2])
+        top = np.quantile(baseline[is_module_gene], [0.95, 1.0])
+        for idx in module_genes.values():
+            hubs = rng_hubs.choice(idx, size=int(n_hubs), replace=False)
+            is_hub[hubs] = True
+            loading[hubs] = rng_hubs.uniform(*HUB_LOADING, len(hubs))
+            baseline[hubs] = rng_hubs.uniform(*top, len(hubs))
 
     adatas: dict[str, AnnData] = {}
     truth_rows = []
@@ -323,8 +359,12 @@ def toy_mudata(
 
         species_sd = 0.5 if d.species == "mouse" else 0.25
         b = baseline[genes] + prof["shift"] + rng.normal(0.0, species_sd, n_u)
-        lam = loading[genes] * rng.uniform(0.8, 1.2, n_u)
+        jitter = rng.uniform(0.8, 1.2, n_u)
+        # hubs vary half as much between datasets, so that they stay above every other gene of their module
+        jitter = np.where(is_hub[genes], 1.0 + (jitter - 1.0) / 2, jitter)
+        lam = loading[genes] * jitter
         gene_loading = np.where(gene_module == NO_MODULE, 0.0, lam)
+        gene_hub = is_hub[genes] & (gene_module != NO_MODULE)
         log_mu = np.broadcast_to(b, (n_cells, n_u)).copy()
         for name, f in factors.items():
             cols = np.flatnonzero(gene_module == name)
@@ -344,6 +384,7 @@ def toy_mudata(
             human = np.concatenate([human_names[genes], np.full(n_mouse_only, None, dtype=object)])
             gene_module = np.concatenate([gene_module, np.full(n_mouse_only, NO_MODULE, dtype=object)])
             gene_loading = np.concatenate([gene_loading, np.zeros(n_mouse_only)])
+            gene_hub = np.concatenate([gene_hub, np.zeros(n_mouse_only, dtype=bool)])
         else:
             names = human_names[genes]
             human = names
@@ -353,7 +394,7 @@ def toy_mudata(
         counts[rng.integers(0, n_cells, len(undetected)), undetected] = 1
         order = np.argsort(names, kind="stable")
         names, human, gene_module = names[order], human[order], gene_module[order]
-        gene_loading = gene_loading[order]
+        gene_loading, gene_hub = gene_loading[order], gene_hub[order]
         X = sparse.csr_matrix(counts[:, order].astype(np.float32))
 
         prefix = "spot" if d.omics == "spatial" else "cell"
@@ -387,6 +428,7 @@ def toy_mudata(
                     "module_kind": [kinds.get(g, NO_MODULE) for g in gene_module],
                     "spatial_pattern": spatial_pattern,
                     "loading": gene_loading,
+                    "is_hub": gene_hub,
                 }
             )
         )
@@ -436,6 +478,7 @@ def toy_mudata(
             "include_spatial": include_spatial,
             "n_samples": n_samples,
             "condition_effect": condition_effect,
+            "n_hubs": n_hubs,
             "seed": seed,
         },
         "activity": activity,
