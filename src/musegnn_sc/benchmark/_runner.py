@@ -55,19 +55,32 @@ SHARED_COLLECTION: dict[str, dict[str, str]] = {
 }
 
 
+#: What :func:`run_benchmark` writes in ``out_dir`` (``musegnn-sc benchmark --overwrite`` deletes these first).
+OUTPUT_FILES: tuple[str, ...] = (
+    "graphs.h5mu",
+    "scores.csv",
+    "summary.csv",
+    "summary.md",
+    "summary.png",
+    "settings.json",
+)
+OUTPUT_DIRS: tuple[str, ...] = ("embeddings",)
+
+
 def find_shared_data(data_dir: str | os.PathLike | None = None) -> Path:
     """Locate the folder of the shared collection.
 
-    Order: ``data_dir``, the ``MUSEGNN_SC_DATA`` environment variable, ``../shared/data`` from the working
-    directory, ``../shared/data`` beside the source checkout.
+    ``data_dir`` when given (and only there); otherwise, in order, the ``MUSEGNN_SC_DATA`` environment variable,
+    ``../shared/data`` from the working directory, ``../shared/data`` beside the source checkout.
     """
     candidates = []
     if data_dir is not None:
-        candidates.append(Path(data_dir))
-    if os.environ.get("MUSEGNN_SC_DATA"):
-        candidates.append(Path(os.environ["MUSEGNN_SC_DATA"]))
-    candidates.append(Path.cwd() / ".." / "shared" / "data")
-    candidates.append(Path(__file__).resolve().parents[3] / ".." / "shared" / "data")
+        candidates.append(Path(data_dir).expanduser())
+    else:
+        if os.environ.get("MUSEGNN_SC_DATA"):
+            candidates.append(Path(os.environ["MUSEGNN_SC_DATA"]).expanduser())
+        candidates.append(Path.cwd() / ".." / "shared" / "data")
+        candidates.append(Path(__file__).resolve().parents[3] / ".." / "shared" / "data")
     for c in candidates:
         if (c / SHARED_COLLECTION["rna_pbmc_10k"]["path"]).is_file():
             return c.resolve()
@@ -138,18 +151,48 @@ def load_shared_collection(
         return md.MuData(mods, axis=1)
 
 
+def _check_collection(collection: str | os.PathLike | MuData, data_dir) -> None:
+    """Fail early, naming the file, on a collection that cannot be loaded: before anything is written."""
+    if hasattr(collection, "mod"):
+        return
+    if str(collection) == "shared":
+        find_shared_data(data_dir)
+        return
+    path = Path(collection)
+    hint = "pass 'shared' (the public datasets) or the path of an .h5mu file (a MuData, one modality per dataset)"
+    if not path.exists():
+        msg = f"Collection {str(path)!r} does not exist: check the path, or {hint}."
+        raise FileNotFoundError(msg)
+    if path.is_dir():
+        msg = f"Collection {str(path)!r} is a directory, not an .h5mu file: {hint}."
+        raise IsADirectoryError(msg)
+    if path.suffix.lower() != ".h5mu":
+        extra = (
+            " (an .h5ad holds one dataset: put the datasets in one MuData, "
+            "`mudata.MuData({name: adata, ...}, axis=1).write('collection.h5mu')`)"
+            if path.suffix.lower() == ".h5ad"
+            else ""
+        )
+        msg = f"Collection {str(path)!r} is not an .h5mu file{extra}: {hint}."
+        raise ValueError(msg)
+
+
 def _load_collection(collection: str | os.PathLike | MuData, data_dir, max_cells: int | None, seed: int) -> MuData:
     import mudata as md
 
     if isinstance(collection, md.MuData):
         return collection
+    _check_collection(collection, data_dir)
     if str(collection) == "shared":
         return load_shared_collection(data_dir, max_cells=max_cells, seed=seed)
     path = Path(collection)
-    if path.suffix == ".h5mu" and path.is_file():
-        return md.read_h5mu(path)
-    msg = f"Unknown collection {str(collection)!r}: use 'shared' (the default data set) or the path of an .h5mu file."
-    raise ValueError(msg)
+    try:
+        with md.set_options(pull_on_update=False):
+            return md.read_h5mu(path)
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        detail = " ".join(str(err).split())[:200]
+        msg = f"Collection {str(path)!r} cannot be read as an .h5mu file ({type(err).__name__}: {detail})."
+        raise ValueError(msg) from err
 
 
 #: Where MuSe-GNN's training function is looked up, in order (the public export first).
@@ -392,7 +435,8 @@ def run_benchmark(
     evaluate_options
         Keyword arguments of :func:`~musegnn_sc.tl.evaluate`.
     graph_cache
-        Reuse ``out_dir/graphs.h5mu`` if present (written on first use).
+        Reuse ``out_dir/graphs.h5mu`` if present (written on first use). The command line reuses it only with
+        ``--resume``: ``musegnn-sc benchmark`` refuses an existing output folder otherwise.
     save_embeddings
         Also write each method's gene-level AnnData to ``out_dir/embeddings/{method}_seed{seed}.h5ad`` (for
         :func:`~musegnn_sc.tl.gene_set_coherence`, :func:`~musegnn_sc.tl.predict_gene_function` and plots).
@@ -445,17 +489,16 @@ def run_benchmark(
     method_options = dict(method_options or {})
     evaluate_options = dict(evaluate_options or {})
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    cache = out / "graphs.h5mu" if (out is not None and graph_cache) else None
 
     t0 = logg.start("running the benchmark")
-    cache = out / "graphs.h5mu" if (out is not None and graph_cache) else None
     if cache is not None and cache.is_file() and not hasattr(collection, "mod"):
         import mudata as md
 
         say(f"reusing graphs from {cache}")
         mdata = md.read_h5mu(cache)
     else:
+        # read before OUT is made: a collection that cannot be loaded leaves nothing behind
         mdata = _load_collection(collection, data_dir, max_cells, seed=0)
         todo = [m for m, a in mdata.mod.items() if graph_key not in a.uns]
         if todo:
@@ -466,7 +509,10 @@ def run_benchmark(
             build_coexpression_graphs(mdata, mods=todo, n_top_genes=n_top_genes, key_added=graph_key, n_jobs=n_jobs)
             say(f"  done in {time.perf_counter() - tg:.0f} s")
             if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
                 mdata.write(cache)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     info = {
         "collection": str(collection) if not hasattr(collection, "mod") else "MuData",
         "datasets": {m: int(a.uns[graph_key]["n_genes"]) for m, a in mdata.mod.items() if graph_key in a.uns},
