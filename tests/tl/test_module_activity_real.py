@@ -2,7 +2,7 @@
 
 Two kinds of gene embedding give the modules: a PCA stand-in (each gene's loadings on the top principal components
 of the standardised genes; fast, as in ``tutorials/module_activity.ipynb``), and MuSe-GNN itself trained on the two
-Kang co-expression graphs (:func:`test_kang_interferon_module_from_musegnn`, under a minute on two CPU cores).
+Kang co-expression graphs (:func:`test_kang_interferon_module_from_musegnn`, 15-70 s on two shared CPU cores).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_kang_interferon_module(shared_data):
     assert len(set(hubs["gene"]) & ISGS) >= 7, hubs["gene"].tolist()
 
 
-#: Sizes of the MuSe-GNN run: about 5 s of graphs and 40 s of training on two CPU cores.
+#: Sizes of the MuSe-GNN run: 2-5 s of graphs and 10-60 s of training on two shared CPU cores (15-70 s in all).
 MUSEGNN_CELLS = 1500
 MUSEGNN_GENES = 300
 MUSEGNN_EPOCHS = 100
