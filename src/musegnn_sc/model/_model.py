@@ -362,7 +362,7 @@ class MuSeGNN:
         self,
         max_epochs: int = 300,
         *,
-        lr_encoder: float = 1e-4,
+        lr_encoder: float = 1e-3,
         lr_decoder: float = 1e-3,
         lambda_sim: float = 1.0,
         lambda_contrastive: float = 1.0,
@@ -371,7 +371,7 @@ class MuSeGNN:
         sim_reduction: Literal["sum", "mean"] = "mean",
         contrastive_anchors: Literal["different", "all"] = "all",
         symmetric_infonce: bool = False,
-        reconstruction_fraction: float = 1.0,
+        reconstruction_fraction: float = 0.25,
         decoder_precision: Literal["auto", "float32", "bfloat16"] = "auto",
         early_stopping: bool = False,
         early_stopping_patience: int = 30,
@@ -407,7 +407,9 @@ class MuSeGNN:
             Number of epochs (the authors train 2,000; on the toy data 200-300 suffice). With ``resume=True``, the
             total including the epochs of the checkpoint.
         lr_encoder
-            Adam learning rate of ``L_i`` and ``D_m`` (paper: 1e-4).
+            Adam learning rate of ``L_i`` and ``D_m``. The paper's 1e-4 needs about six times as many epochs to reach
+            the same separation of the gene space on real data nobody tuned on, and is no better there (see the
+            design notes).
         lr_decoder
             Adam learning rate of the decoders (paper: 1e-3).
         lambda_sim
@@ -439,7 +441,8 @@ class MuSeGNN:
         reconstruction_fraction
             Fraction of each graph's genes whose adjacency rows ``L_BCE`` reconstructs at a step, drawn anew at every
             step (1: every row, the paper). The MLP decoder acts on each row of ``z z^T`` alone, so a fraction is an
-            unbiased estimate of the full loss at that fraction of the decoder's cost.
+            unbiased estimate of the full loss at that fraction of the decoder's cost; a quarter trains a space as good
+            as every row on real data (see the design notes) in about two thirds of the time per step.
         decoder_precision
             Arithmetic of the decoders' two ``n_genes x n_genes`` layers, the bulk of a training step. ``'bfloat16'``:
             bfloat16 products with float32 accumulation (inputs, first layer, logits and loss stay float32).

@@ -44,10 +44,10 @@ class LossConfig:
     sim_reduction: Reduction = "mean"
     contrastive_anchors: ContrastiveAnchors = "all"
     symmetric_infonce: bool = False
-    lr_encoder: float = 1e-4
+    lr_encoder: float = 1e-3
     lr_decoder: float = 1e-3
     seed: int = 0
-    reconstruction_fraction: float = 1.0
+    reconstruction_fraction: float = 0.25
     decoder_precision: str = "float32"
 
 
