@@ -190,11 +190,13 @@ def test_train_reads_h5mu_and_h5ad_together(pipeline, tmp_path):
     assert list(ad.read_h5ad(model / cli.EMBEDDINGS_FILE).obs["dataset"].cat.categories) == list(NAMES)
 
 
-def test_collection_descriptors_must_agree_with_the_graph(pipeline, tmp_path, capsys):
+def test_collection_descriptors_must_agree_with_the_graph(pipeline, tmp_path, capfd):
     file = tmp_path / "c.yaml"
     file.write_text(f"datasets:\n  - path: {pipeline['graphs']['rna_heart_1']}\n    tissue: lung\n")
+    capfd.readouterr()
     assert main(["train", str(file), "-o", str(tmp_path / "m")]) == 2
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
     assert "tissue 'lung'" in err and "tissue 'heart'" in err and "--tissue lung" in err
     assert not (tmp_path / "m").exists()
 
@@ -250,7 +252,7 @@ def test_graphs_gene_symbols(pipeline, tmp_path):
     assert list(graph.var_names) == list(adata.var_names)  # the IDs stay; nodes are named by symbol
 
 
-def test_graphs_device(tmp_path, monkeypatch, capsys):
+def test_graphs_device(tmp_path, monkeypatch, capfd):
     """``--device cpu`` runs CS-CORE in torch (same graph, device recorded); CUDA where there is none: one line."""
     torch = pytest.importorskip("torch")
     raw = tmp_path / "raw.h5ad"
@@ -262,9 +264,9 @@ def test_graphs_device(tmp_path, monkeypatch, capsys):
     assert (out.varp["coexpression_connectivities"] != expected.varp["coexpression_connectivities"]).nnz == 0
     assert out.uns["coexpression"]["params"]["device"] == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    capsys.readouterr()
+    capfd.readouterr()
     assert main(["graphs", str(raw), "-o", str(tmp_path / "gpu.h5ad"), *GRAPH_OPTS, "--device", "cuda"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--device cuda but CUDA is not available" in err[0] and "no --device" in err[0]
     assert not (tmp_path / "gpu.h5ad").exists()
 
@@ -295,6 +297,14 @@ def _bad_inputs(p: dict, tmp: Path) -> dict:
     no_path.write_text("datasets:\n  - name: x\n")
     broken = tmp / "broken.yaml"
     broken.write_text("datasets: [\n")
+    wrong_tissue = tmp / "tissue.yaml"
+    wrong_tissue.write_text(f"datasets:\n  - path: {graph}\n    tissue: lung\n")
+    clash = tmp / "clash.yaml"
+    clash.write_text(f"datasets:\n  - path: {graph}\n    name: {NAMES[1]}\n")
+    a_file = tmp / "a_file.txt"
+    a_file.write_text("not a directory")
+    model = str(p["model"])  # trained on the three graphs: every query named after its file clashes
+    two = [graph, str(p["graphs"]["rna_lung_1"])]
     (tmp / "demo").mkdir()
     out = str(tmp / "out.h5ad")
     return {
@@ -311,6 +321,45 @@ def _bad_inputs(p: dict, tmp: Path) -> dict:
         "output is input": (["graphs", raw, "-o", raw, "--overwrite"], "inputs are never written"),
         "model dir holds input": (["train", graph, "-o", str(Path(graph).parent), "--overwrite"], "contains the input"),
         "no graph": (["train", raw, "-o", str(tmp / "m")], "musegnn-sc graphs"),
+        "map: no graph": (["map", raw, "--reference", model, "-o", str(tmp / "m")], "musegnn-sc graphs"),
+        "collection tissue disagrees": (["train", str(wrong_tissue), "-o", str(tmp / "m")], "--tissue lung"),
+        "query named like the reference": (
+            ["map", graph, "--reference", model, "-o", str(tmp / "m")],
+            "`name: rna_heart_1_query`",
+        ),
+        "query named like the reference, offloaded": (
+            ["map", graph, "--reference", model, "-o", str(tmp / "m"), "--offload", "yes"],
+            "`name: rna_heart_1_query`",
+        ),
+        "collection query named like the reference": (
+            ["map", str(clash), "--reference", model, "-o", str(tmp / "m")],
+            "change its `name` in the collection file",
+        ),
+        "graphs: no such layer": (["graphs", raw, "-o", out, "--layer", "nolayer"], "--layer 'nolayer'"),
+        "graphs: no such var column": (["graphs", raw, "-o", out, "--gene-symbols", "nocol"], "--gene-symbols 'nocol'"),
+        "graphs: sparkx without coordinates": (["graphs", raw, "-o", out, "--selection", "sparkx"], "obsm['spatial']"),
+        "offload dir missing": (
+            ["train", *two, "-o", str(tmp / "m"), "--offload-dir", str(tmp / "nodir")],
+            "--offload-dir",
+        ),
+        "offload dir is a file": (["train", *two, "-o", str(tmp / "m"), "--offload-dir", str(a_file)], "is a file"),
+        "offload no with a dir": (
+            ["train", *two, "-o", str(tmp / "m"), "--offload", "no", "--offload-dir", str(tmp)],
+            "drop one of them",
+        ),
+        "map: offload dir missing": (
+            [
+                "map",
+                str(p["graphs"]["rna_lung_1"]),
+                "--reference",
+                model,
+                "-o",
+                str(tmp / "m"),
+                "--offload-dir",
+                "no/d",
+            ],
+            "--offload-dir 'no/d' does not exist",
+        ),
         "same file twice": (["train", graph, graph, "-o", str(tmp / "m")], "given twice"),
         "resume without dir": (["train", graph, "-o", str(tmp / "m"), "--resume"], "--checkpoint-dir"),
         "unknown key": (["train", str(unknown_key), "-o", str(tmp / "m")], "unknown key(s) tisue"),
@@ -336,6 +385,18 @@ BAD = [
     "output is input",
     "model dir holds input",
     "no graph",
+    "map: no graph",
+    "collection tissue disagrees",
+    "query named like the reference",
+    "query named like the reference, offloaded",
+    "collection query named like the reference",
+    "graphs: no such layer",
+    "graphs: no such var column",
+    "graphs: sparkx without coordinates",
+    "offload dir missing",
+    "offload dir is a file",
+    "offload no with a dir",
+    "map: offload dir missing",
     "same file twice",
     "resume without dir",
     "unknown key",
@@ -348,11 +409,13 @@ BAD = [
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_input_is_one_line_and_exit_2(pipeline, tmp_path, capsys, case):
+def test_bad_input_is_one_line_and_exit_2(pipeline, tmp_path, capfd, case):
+    """At the default verbosity: one line on stderr, no progress line before it (``capfd``: what a terminal shows)."""
     argv, needle = _bad_inputs(pipeline, tmp_path)[case]
     before = sorted(p.name for p in tmp_path.iterdir())
+    capfd.readouterr()
     assert main(argv) == 2
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("musegnn-sc: error: ")
@@ -363,19 +426,33 @@ def test_bad_input_is_one_line_and_exit_2(pipeline, tmp_path, capsys, case):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
-def test_unreadable_input(pipeline, tmp_path, capsys):
+def test_unreadable_input(pipeline, tmp_path, capfd):
     f = tmp_path / "secret.h5ad"
     f.write_bytes(pipeline["raw"]["rna_heart_1"].read_bytes())
     f.chmod(0)
+    capfd.readouterr()
     assert main(["graphs", str(f), "-o", str(tmp_path / "o.h5ad")]) == 2
-    assert "permission denied" in capsys.readouterr().err
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "permission denied" in err[0]
 
 
-def test_library_errors_are_one_line_and_v_shows_the_traceback(pipeline, tmp_path, capsys):
-    argv = ["graphs", str(pipeline["raw"]["rna_heart_1"]), "-o", str(tmp_path / "o.h5ad"), "--layer", "counts"]
+def test_library_errors_are_one_line_and_v_shows_the_traceback(pipeline, tmp_path, capfd, monkeypatch):
+    """An error the library raises once the work has started: one error line (after the progress lines, which -q
+    hides); -v raises it with its traceback."""
+
+    def fails(adata, **kwargs):
+        raise KeyError("Layer 'counts' not found in `adata.layers` (available: none).")
+
+    monkeypatch.setattr(msg.pp, "build_coexpression_graph", fails)
+    argv = ["graphs", str(pipeline["raw"]["rna_heart_1"]), "-o", str(tmp_path / "o.h5ad")]
+    capfd.readouterr()
+    assert main([*argv, "-q"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("musegnn-sc: error: Layer 'counts' not found"), err
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "counts" in err[0]
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("musegnn-sc: error: ") and [line for line in err if "error" in line] == err[-1:]
+    assert len(err) == 2 and "building the co-expression graph(s)" in err[0]  # the progress line, then the error
     with pytest.raises(KeyError, match="counts"):
         main([*argv, "-v"])
     assert not (tmp_path / "o.h5ad").exists()
@@ -509,14 +586,18 @@ def test_logger_does_not_import_scanpy():
     assert out == ["False", "True"]
 
 
-def test_console_script_exit_status(tmp_path):
-    """Out of process: exit status 2, one line on stderr, no traceback."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "musegnn_sc.cli", "train", str(tmp_path / "nope.h5ad"), "-o", str(tmp_path / "m")],
+def _console(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "musegnn_sc.cli", *argv],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(msg.__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": str(Path(msg.__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"},
     )
+
+
+def test_console_script_exit_status(tmp_path):
+    """Out of process: exit status 2, one line on stderr, no traceback."""
+    proc = _console("train", str(tmp_path / "nope.h5ad"), "-o", str(tmp_path / "m"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"musegnn-sc: error: input {str(tmp_path / 'nope.h5ad')!r} does not exist: check the path "
@@ -525,15 +606,57 @@ def test_console_script_exit_status(tmp_path):
     assert proc.stdout == ""
 
 
-def test_hardware_the_machine_lacks_is_one_line(pipeline, tmp_path, capsys):
+def test_console_script_checks_before_the_first_progress_line(pipeline, tmp_path):
+    """The audit's case, out of process: a file without a graph was reported after `reading the graph(s) of ...`."""
+    raw = str(pipeline["raw"]["rna_heart_1"])
+    proc = _console("train", raw, "-o", str(tmp_path / "m"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("musegnn-sc: error: ") and "has no co-expression graph" in lines[0]
+    assert proc.stdout == ""
+    assert not (tmp_path / "m").exists()
+
+
+def test_log_lines_go_to_the_current_stderr(capsys):
+    """The package handler writes to `sys.stderr` as it is when a message is logged, not as it was at import."""
+    import contextlib
+    import io
+
+    logger.setLevel(logging.INFO)
+    try:
+        buffer = io.StringIO()
+        with contextlib.redirect_stderr(buffer):
+            logger.info("to the redirected stderr")
+        logger.info("to the captured stderr")
+    finally:
+        logger.setLevel(logging.NOTSET)
+    assert buffer.getvalue() == "musegnn_sc: to the redirected stderr\n"
+    assert capsys.readouterr().err == "musegnn_sc: to the captured stderr\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "cuda", "needle"),
+    [
+        (["--accelerator", "gpu"], 0, "--accelerator gpu but torch finds no CUDA GPU"),
+        (["--accelerator", "cuda"], 0, "--accelerator cuda but torch finds no CUDA GPU"),
+        (["--accelerator", "mps"], 0, "--accelerator mps but this machine has no Apple GPU"),
+        (["--accelerator", "gpu", "--devices", "2"], 1, "--devices 2 asks for 2 GPUs but this machine has 1"),
+        (["--accelerator", "cuda", "--devices", "0,3"], 2, "--devices 0,3 names GPUs this machine lacks"),
+    ],
+)
+def test_hardware_the_machine_lacks_is_one_line(pipeline, tmp_path, capfd, monkeypatch, flags, cuda, needle):
+    """Checked before any data are read: one line, no progress line (the audit found 5 lines, after the reading)."""
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(cli, "_read_datasets", lambda *a, **k: pytest.fail("the data were read"))
     argv = ["train", str(pipeline["graphs"]["rna_heart_1"]), str(pipeline["graphs"]["rna_lung_1"])]
-    assert main([*argv, "-o", str(tmp_path / "m"), "-q", "--epochs", "1", "--accelerator", "gpu"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--accelerator" in err[0]
+    capfd.readouterr()
+    assert main([*argv, "-o", str(tmp_path / "m"), "--epochs", "1", *flags]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("musegnn-sc: error: ") and needle in err[0], err
     assert not (tmp_path / "m").exists()
 
 
@@ -590,7 +713,7 @@ def test_map_keeps_the_reference_and_adds_the_query(mapped):
 
 
 @pytest.mark.parametrize("case", ["missing", "no_model", "output_is_reference"])
-def test_map_bad_reference_is_one_line_and_exit_2(pipeline, mapped, tmp_path, capsys, case):
+def test_map_bad_reference_is_one_line_and_exit_2(pipeline, mapped, tmp_path, capfd, case):
     query = str(pipeline["graphs"][NAMES[2]])
     if case == "missing":
         ref, out = tmp_path / "nope", tmp_path / "out"
@@ -598,8 +721,134 @@ def test_map_bad_reference_is_one_line_and_exit_2(pipeline, mapped, tmp_path, ca
         ref, out = tmp_path, tmp_path.parent / f"{tmp_path.name}_out"
     else:
         ref = out = mapped["ref"]
-    code = main(["map", query, "--reference", str(ref), "-o", str(out), "-q", "--overwrite"])
-    err = capsys.readouterr().err.strip()
+    capfd.readouterr()
+    code = main(["map", query, "--reference", str(ref), "-o", str(out), "--overwrite"])
+    err = capfd.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("musegnn-sc: error:")
     assert str(ref) in err
+
+
+# ------------------------------------------------------------------------------------------------ decoder cost options
+def _precision_not_auto() -> str:
+    """The explicit ``decoder_precision`` that ``'auto'`` would not choose on this CPU (so the test sees the option)."""
+    import torch
+
+    from musegnn_sc.model._precision import native_bfloat16
+
+    return "float32" if native_bfloat16(torch.device("cpu")) else "bfloat16"
+
+
+def test_help_shows_the_library_defaults_of_the_new_options():
+    from musegnn_sc.model import MuSeGNN
+
+    def default(func, name):
+        return inspect.signature(func).parameters[name].default
+
+    verbs = _subparsers(cli.build_parser())
+    for verb in ("train", "map"):
+        helps = {a.dest: a.help for a in verbs[verb]._actions}
+        for dest in ("reconstruction_fraction", "decoder_precision"):
+            assert f"(default: {default(MuSeGNN.train, dest)})" in helps[dest], (verb, dest)
+    train_help = {a.dest: a.help for a in verbs["train"]._actions}
+    assert f"(default: {default(msg.tl.train_musegnn, 'offload')})" in train_help["offload"]
+    assert f"(default: {cli._library_default('max_epochs')})" in train_help["epochs"]  # not train_musegnn's None
+    choices = {verb: next(a for a in verbs[verb]._actions if a.dest == "offload").choices for verb in ("train", "map")}
+    assert choices == {"train": ["auto", "yes", "no"], "map": ["auto", "yes"]}
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Wrap ``msg.tl.train_musegnn`` and ``msg.tl.map_to_reference``: the keywords each got and the model it made."""
+    calls: dict[str, tuple[dict, object]] = {}
+
+    def wrap(name):
+        real = getattr(msg.tl, name)
+
+        def call(*args, **kwargs):
+            gdata, model = real(*args, **kwargs)
+            calls[name] = (kwargs, model)
+            return gdata, model
+
+        monkeypatch.setattr(msg.tl, name, call)
+
+    wrap("train_musegnn")
+    wrap("map_to_reference")
+    return calls
+
+
+def test_train_decoder_options_reach_the_model(pipeline, tmp_path, spy):
+    from musegnn_sc.model import MuSeGNN
+
+    precision = _precision_not_auto()
+    graphs = [str(pipeline["graphs"][n]) for n in NAMES[:2]]
+    off = tmp_path / "offload"
+    off.mkdir()
+    argv = ["train", *graphs, "-o", str(tmp_path / "m"), "-q", "--epochs", "1", "--reconstruction-fraction", "0.5"]
+    assert main([*argv, "--decoder-precision", precision, "--offload", "yes", "--offload-dir", str(off)]) == 0
+    kwargs, model = spy["train_musegnn"]
+    assert kwargs["offload"] is True and kwargs["offload_dir"] == off
+    assert model.module.offloaded and model.module.arena.directory == off
+    assert list(off.iterdir()) == []  # the decoders' file is unlinked at once
+    saved = MuSeGNN.load(tmp_path / "m").train_params_
+    assert saved["reconstruction_fraction"] == 0.5 and saved["decoder_precision"] == precision
+
+    assert main(["train", *graphs, "-o", str(tmp_path / "m2"), "-q", "--epochs", "1", "--offload", "no"]) == 0
+    kwargs, model = spy["train_musegnn"]
+    assert kwargs["offload"] is False and "offload_dir" not in kwargs and not model.module.offloaded
+    assert "reconstruction_fraction" not in kwargs and "decoder_precision" not in kwargs  # the library's defaults
+
+
+def test_offload_dir_unused_is_a_warning(pipeline, tmp_path, spy):
+    graphs = [str(pipeline["graphs"][n]) for n in NAMES[:2]]
+    argv = ["train", *graphs, "-o", str(tmp_path / "m"), "-q", "--epochs", "1", "--offload-dir", str(tmp_path)]
+    with pytest.warns(UserWarning, match="--offload-dir .* was not used") as record:
+        assert main(argv) == 0
+    assert not any(
+        "`offload_dir`" in str(w.message) for w in record
+    )  # the library's Python-worded warning is not shown
+    assert not spy["train_musegnn"][1].module.offloaded
+
+
+def test_map_decoder_options_reach_the_model(pipeline, mapped, tmp_path, spy):
+    from musegnn_sc.model import MuSeGNN
+
+    precision = _precision_not_auto()
+    off = tmp_path / "offload"
+    off.mkdir()
+    argv = ["map", str(pipeline["graphs"][NAMES[2]]), "--reference", str(mapped["ref"]), "-o", str(tmp_path / "m")]
+    opts = ["--reconstruction-fraction", "0.5", "--decoder-precision", precision, "--offload", "yes"]
+    assert main([*argv, "-q", "--epochs", "1", *opts, "--offload-dir", str(off)]) == 0
+    kwargs, model = spy["map_to_reference"]
+    assert kwargs["reconstruction_fraction"] == 0.5 and kwargs["decoder_precision"] == precision
+    assert model.module.offloaded and model.module.arena.directory == off  # the reference was loaded offloaded
+    saved = MuSeGNN.load(tmp_path / "m").train_params_
+    assert saved["reconstruction_fraction"] == 0.5 and saved["decoder_precision"] == precision
+
+
+@pytest.mark.parametrize(
+    ("verb", "option", "value", "what"),
+    [
+        ("train", "--reconstruction-fraction", "0", "is not a number in (0, 1]"),
+        ("train", "--reconstruction-fraction", "1.5", "is not a number in (0, 1]"),
+        ("train", "--reconstruction-fraction", "half", "is not a number in (0, 1]"),
+        ("train", "--decoder-precision", "float16", "invalid choice"),
+        ("train", "--offload", "maybe", "invalid choice"),
+        ("map", "--reconstruction-fraction", "-1", "is not a number in (0, 1]"),
+        ("map", "--decoder-precision", "fp32", "invalid choice"),
+        ("map", "--offload", "no", "invalid choice"),
+    ],
+)
+def test_bad_decoder_option_values_are_usage_errors(tmp_path, capfd, verb, option, value, what):
+    """As for every option value: argparse's usage, then one error line naming the option; exit status 2."""
+    argv = [verb, "x.h5ad", "-o", str(tmp_path / "m"), option, value]
+    if verb == "map":
+        argv += ["--reference", str(tmp_path)]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err
+    assert errors[0].startswith(f"musegnn-sc {verb}: error: argument {option}") and what in errors[0]
+    assert not (tmp_path / "m").exists()

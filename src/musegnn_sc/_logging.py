@@ -50,11 +50,31 @@ class _ScanpyVerbosityLogger(logging.Logger):
         return level >= self.getEffectiveLevel()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A :class:`logging.StreamHandler` that writes to ``sys.stderr`` as it is when each message is emitted.
+
+    A plain ``StreamHandler()`` keeps the ``sys.stderr`` of the moment it was created (package import), so a stderr
+    replaced later (``contextlib.redirect_stderr``, pytest's ``capsys``, a notebook kernel's) never sees the
+    messages. Like :data:`logging.lastResort`, this one looks ``sys.stderr`` up at every message.
+    """
+
+    def __init__(self, level: int = logging.NOTSET):
+        logging.Handler.__init__(self, level)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # ``StreamHandler.setStream``: the stream is always the current stderr
+        pass
+
+
 logger = logging.getLogger("musegnn_sc")
 if not isinstance(logger, _ScanpyVerbosityLogger):
     logger.__class__ = _ScanpyVerbosityLogger
 if not logger.handlers:
-    _handler = logging.StreamHandler()
+    _handler = _StderrHandler()
     _handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     logger.addHandler(_handler)
     logger.propagate = False

@@ -524,6 +524,7 @@ def _graphs(args) -> int:
         # no CUDA, no torch: a one-line error before the data are read
         resolve_device(args.device, option="--device", default="no --device")
         options["device"] = args.device
+    _check_graph_inputs(src, kind, args)
     data = _read(src, kind)
     t0 = logg.start(f"building the co-expression graph(s) of {str(src)!r}")
     if kind == "h5mu":
@@ -541,6 +542,68 @@ def _graphs(args) -> int:
         _write_h5ad_atomic(data, out)
     _print(args, f"Wrote {out}")
     return 0
+
+
+def _h5_columns(var) -> list[str]:
+    """Columns of a ``var`` data frame written by anndata (its index excluded)."""
+    if "column-order" in var.attrs:
+        return _h5_names(var.attrs["column-order"])
+    index = var.attrs.get("_index", "_index")
+    return [k for k in var if k not in (index, "__categories")]
+
+
+def _check_graph_inputs(src: Path, kind: str, args) -> None:
+    """``--layer``, ``--gene-symbols`` and spatial coordinates exist in every dataset of ``src`` (read with h5py)."""
+    import h5py
+
+    spatial = args.selection in ("sparkx", "moran") or (args.selection is None and args.omics == "spatial")
+    if args.layer is None and args.gene_symbols is None and not spatial:
+        return
+    try:
+        with h5py.File(src, "r") as f:
+            _check_datasets_have(f, kind, src, args, spatial)
+    except (OSError, KeyError, ValueError) as err:
+        detail = " ".join(str(err).split())[:200]
+        msg = f"cannot read {str(src)!r} ({type(err).__name__}: {detail}): is it complete?"
+        raise CLIError(msg) from None
+
+
+def _check_datasets_have(f, kind: str, src: Path, args, spatial: bool) -> None:
+    """The checks of :func:`_check_graph_inputs` on the open file ``f``."""
+    import h5py
+
+    for mod, group in _h5_datasets(f, kind):
+        where = repr(str(src)) if mod is None else f"modality {mod!r} of {str(src)!r}"
+        if args.layer is not None:
+            layers = list(group["layers"]) if isinstance(group.get("layers"), h5py.Group) else []
+            if args.layer not in layers:
+                msg = (
+                    f"--layer {args.layer!r} is not a layer of {where} (layers: "
+                    f"{', '.join(map(repr, layers)) or 'none'}): pass the layer that holds raw counts, or leave "
+                    "--layer out to use X."
+                )
+                raise CLIError(msg)
+        var = group.get("var")
+        if args.gene_symbols is not None and isinstance(var, h5py.Group):
+            columns = _h5_columns(var)
+            if args.gene_symbols not in columns:
+                shown = ", ".join(map(repr, columns[:10])) + (", ..." if len(columns) > 10 else "")
+                msg = (
+                    f"--gene-symbols {args.gene_symbols!r} is not a var column of {where} (columns: "
+                    f"{shown or 'none'}): pass the column that holds the gene symbols, or leave --gene-symbols "
+                    "out to name genes by var_names."
+                )
+                raise CLIError(msg)
+        obsm = group.get("obsm")
+        if spatial and not (isinstance(obsm, h5py.Group) and "spatial" in obsm):
+            why = f"--selection {args.selection}" if args.selection else "--omics spatial (selection sparkx)"
+            keys = ", ".join(map(repr, obsm)) if isinstance(obsm, h5py.Group) else ""
+            msg = (
+                f"{why} needs spot coordinates in obsm['spatial'], which {where} lacks (obsm keys: "
+                f"{keys or 'none'}): store them there, or pass --selection pearson_residuals (with --omics rna "
+                "if the data are not spatial)."
+            )
+            raise CLIError(msg)
 
 
 @contextlib.contextmanager
@@ -562,10 +625,73 @@ def _thread_limit(n_threads: int | None) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------------- train
-def _collect_datasets(paths: Sequence[str]) -> tuple[list[Path], dict[str, Any]]:
-    """The input files and one AnnData per dataset (name -> AnnData), with collection descriptors applied."""
-    from musegnn_sc import _logging as logg
+#: Descriptors of a dataset that a collection entry may give and the stored graph records.
+_DESCRIPTORS = ("omics", "tissue", "species")
 
+
+@dataclass
+class _Source:
+    """One input file of ``train``/``map``, checked: its datasets' names and what their stored graphs record."""
+
+    file: Path
+    kind: str
+    entry: DatasetEntry | None
+    #: Dataset name -> descriptors of its stored graph (``None``: no graph), in file order.
+    graphs: dict[str, dict[str, str] | None]
+
+
+def _h5_text(node) -> str | None:
+    """A scalar string written by anndata (``None`` for anything else)."""
+    import h5py
+
+    if not isinstance(node, h5py.Dataset) or node.shape != ():
+        return None
+    value = node[()]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _h5_names(values) -> list[str]:
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _h5_datasets(f, kind: str) -> list[tuple[str | None, Any]]:
+    """``(modality name, group)`` of every dataset of an open ``.h5ad`` (one, name ``None``) or ``.h5mu`` file."""
+    if kind == "h5ad":
+        return [(None, f)]
+    mods = f.get("mod")
+    if mods is None:
+        return []
+    order = _h5_names(mods.attrs.get("mod-order", []))
+    names = [n for n in order if n in mods] + [n for n in mods if n not in order]
+    return [(n, mods[n]) for n in names]
+
+
+def _stored_graphs(file: Path, kind: str, key: str = "coexpression") -> dict[str | None, dict[str, str] | None]:
+    """Modality name (``None`` for an ``.h5ad``) -> descriptors of its stored graph, read with h5py (no data read)."""
+    import h5py
+
+    out: dict[str | None, dict[str, str] | None] = {}
+    try:
+        with h5py.File(file, "r") as f:
+            for name, group in _h5_datasets(f, kind):
+                uns = group.get(f"uns/{key}")
+                if not isinstance(uns, h5py.Group):
+                    out[name] = None
+                    continue
+                out[name] = {field: _h5_text(uns.get(field)) or "unknown" for field in _DESCRIPTORS}
+    except (OSError, KeyError, ValueError) as err:
+        detail = " ".join(str(err).split())[:200]
+        msg = f"cannot read {str(file)!r} ({type(err).__name__}: {detail}): is it complete?"
+        raise CLIError(msg) from None
+    return out
+
+
+def _plan_datasets(paths: Sequence[str]) -> list[_Source]:
+    """Check every dataset of ``train``/``map`` before anything is read or logged.
+
+    Files exist and are ``.h5ad``/``.h5mu``, none is given twice, every dataset holds a graph whose descriptors agree
+    with its collection entry, and dataset names are distinct. The graphs are inspected with h5py; nothing is loaded.
+    """
     plan: list[tuple[Path, str, DatasetEntry | None]] = []  # (file, kind, collection entry)
     for raw in paths:
         if Path(raw).suffix.lower() in _COLLECTION_SUFFIXES:
@@ -583,26 +709,53 @@ def _collect_datasets(paths: Sequence[str]) -> tuple[list[Path], dict[str, Any]]
             if _same_path(f, g):
                 msg = f"{str(f)!r} is given twice: pass each dataset once."
                 raise CLIError(msg)
-
-    datasets: dict[str, Any] = {}
+    sources: list[_Source] = []
     origin: dict[str, Path] = {}
     for file, kind, entry in plan:
-        logg.logger.info("reading the graph(s) of %s", file)
-        data = _read(file, kind, backed=kind == "h5ad")
-        items = list(data.mod.items()) if kind == "h5mu" else [(entry.name if entry else file.stem, data)]
-        items = [(name, _graph_only(ad)) for name, ad in items]
-        if kind == "h5ad":
-            data.file.close()
-        for name, ad in items:
-            if name in datasets:
+        stored = _stored_graphs(file, kind)
+        if kind == "h5mu" and not stored:
+            msg = f"{str(file)!r} is a MuData without modalities: pass a file with at least one dataset."
+            raise CLIError(msg)
+        graphs = {
+            (mod if mod is not None else (entry.name if entry else file.stem)): info for mod, info in stored.items()
+        }
+        for name, info in graphs.items():
+            if name in origin:
                 msg = (
                     f"two datasets are named {name!r} ({str(origin[name])!r} and {str(file)!r}): give them distinct "
                     "names, e.g. in a collection file with a `name` per dataset."
                 )
                 raise CLIError(msg)
-            _check_graph(ad, name, file, entry)
-            datasets[name], origin[name] = ad, file
-    return files, datasets
+            _check_descriptors(name, file, entry, info)
+            origin[name] = file
+        sources.append(_Source(file, kind, entry, graphs))
+    return sources
+
+
+def _read_datasets(sources: Sequence[_Source]) -> tuple[list[Path], dict[str, Any]]:
+    """The input files and one AnnData per dataset (name -> AnnData), with collection descriptors applied."""
+    from musegnn_sc import _logging as logg
+
+    datasets: dict[str, Any] = {}
+    for src in sources:
+        logg.logger.info("reading the graph(s) of %s", src.file)
+        data = _read(src.file, src.kind, backed=src.kind == "h5ad")
+        if src.kind == "h5mu":
+            items = list(data.mod.items())
+        else:
+            items = [(next(iter(src.graphs)), data)]
+        items = [(name, _graph_only(ad)) for name, ad in items]
+        if src.kind == "h5ad":
+            data.file.close()
+        for name, ad in items:
+            _check_graph(ad, name, src.file, src.entry)  # checked in `_plan_datasets`; fills in 'unknown' descriptors
+            datasets[name] = ad
+    return [src.file for src in sources], datasets
+
+
+def _collect_datasets(paths: Sequence[str]) -> tuple[list[Path], dict[str, Any]]:
+    """The input files and one AnnData per dataset (name -> AnnData): :func:`_plan_datasets`, then the reading."""
+    return _read_datasets(_plan_datasets(paths))
 
 
 def _graph_only(adata):
@@ -619,9 +772,11 @@ def _graph_only(adata):
     )
 
 
-def _check_graph(adata, name: str, file: Path, entry: DatasetEntry | None, key: str = "coexpression") -> None:
-    """The dataset holds a graph; descriptors of a collection entry agree with it (or fill in 'unknown')."""
-    if key not in adata.uns:
+def _check_descriptors(
+    name: str, file: Path, entry: DatasetEntry | None, stored: Any, key: str = "coexpression"
+) -> None:
+    """The dataset holds a graph (``stored``: its ``uns[key]``, ``None`` if absent) that agrees with its collection entry."""
+    if stored is None:
         within = f"modality {name!r} of " if file.suffix.lower() == ".h5mu" else ""
         msg = (
             f"{within}{str(file)!r} has no co-expression graph (uns[{key!r}]): build it first with "
@@ -630,20 +785,28 @@ def _check_graph(adata, name: str, file: Path, entry: DatasetEntry | None, key: 
         raise CLIError(msg)
     if entry is None:
         return
-    info = adata.uns[key]
-    for field in ("omics", "tissue", "species"):
+    for field in _DESCRIPTORS:
         wanted = getattr(entry, field)
-        stored = str(info.get(field, "unknown"))
-        if wanted is None or wanted == stored:
-            continue
-        if stored == "unknown":
-            info[field] = wanted
+        recorded = str(stored.get(field, "unknown"))
+        if wanted is None or wanted == recorded or recorded == "unknown":
             continue
         msg = (
             f"dataset {name!r}: the collection gives {field} {wanted!r} but the graph in {str(file)!r} was built with "
-            f"{field} {stored!r}: fix the collection, or rebuild the graph with `{PROG} graphs ... --{field} {wanted}`."
+            f"{field} {recorded!r}: fix the collection, or rebuild the graph with `{PROG} graphs ... --{field} {wanted}`."
         )
         raise CLIError(msg)
+
+
+def _check_graph(adata, name: str, file: Path, entry: DatasetEntry | None, key: str = "coexpression") -> None:
+    """The dataset holds a graph; descriptors of a collection entry agree with it (or fill in 'unknown')."""
+    _check_descriptors(name, file, entry, adata.uns.get(key), key)
+    if entry is None:
+        return
+    info = adata.uns[key]
+    for field in _DESCRIPTORS:
+        wanted = getattr(entry, field)
+        if wanted is not None and str(info.get(field, "unknown")) == "unknown":
+            info[field] = wanted
 
 
 def _as_mudata(datasets: dict[str, Any]):
@@ -659,12 +822,24 @@ def _library_default(name: str):
     from musegnn_sc.model._model import MuSeGNN
     from musegnn_sc.tl._train import train_musegnn
 
+    found = False
     for func in (train_musegnn, MuSeGNN.train, MuSeGNN.__init__):
         p = inspect.signature(func).parameters.get(name)
         if p is not None and p.default is not inspect.Parameter.empty:
-            return p.default
+            if p.default is not None:
+                return p.default
+            found = True  # train_musegnn's `max_epochs=None` means "MuSeGNN.train's default": look further
+    if found:
+        return None
     msg = f"no default for {name!r}"  # pragma: no cover - a renamed library option
     raise KeyError(msg)
+
+
+def _map_default(name: str):
+    """Default of an option of ``map`` that goes to ``MuSeGNN.load`` (the reference's offloading)."""
+    from musegnn_sc.model._model import MuSeGNN
+
+    return inspect.signature(MuSeGNN.load).parameters[name].default
 
 
 #: Command-line destination -> keyword of :func:`musegnn_sc.tl.train_musegnn` (or of ``MuSeGNN.train`` through it).
@@ -683,6 +858,14 @@ _TRAIN_OPTIONS = {
     "devices": "devices",
     "strategy": "strategy",
     "checkpoint_every": "checkpoint_every",
+    "decoder_precision": "decoder_precision",
+    "reconstruction_fraction": "reconstruction_fraction",
+}
+#: Command-line destination -> keyword of :func:`musegnn_sc.tl.map_to_reference` (or of ``MuSeGNN.train`` through it).
+_MAP_OPTIONS = {
+    "epochs": "max_epochs",
+    "decoder_precision": "decoder_precision",
+    "reconstruction_fraction": "reconstruction_fraction",
 }
 
 
@@ -745,10 +928,133 @@ def _save_model_outputs(args, model, gdata, out: Path, emb: Path | None, title: 
     return " and ".join(written)
 
 
+def _check_hardware(accelerator: str | None, devices: Any) -> None:
+    """Refuse an ``--accelerator`` or ``--devices`` the machine lacks, before any data are read.
+
+    Lightning would say so only once the data are read and training starts.
+    """
+    if accelerator not in ("gpu", "cuda", "mps", "tpu"):
+        return  # auto, cpu: always available
+    import torch
+
+    if accelerator == "tpu":
+        from lightning.pytorch.accelerators import XLAAccelerator
+
+        if not XLAAccelerator.is_available():
+            msg = "--accelerator tpu but no TPU is available (torch_xla finds none): use --accelerator cpu or auto."
+            raise CLIError(msg)
+        return
+    mps = bool(torch.backends.mps.is_available())
+    if accelerator == "mps" or (accelerator == "gpu" and mps and not torch.cuda.is_available()):
+        if not mps:
+            msg = (
+                "--accelerator mps but this machine has no Apple GPU that torch can use: use --accelerator cpu or auto."
+            )
+            raise CLIError(msg)
+        return
+    if not torch.cuda.is_available():
+        build = " (this torch is a CPU-only build)" if torch.version.cuda is None else ""
+        msg = (
+            f"--accelerator {accelerator} but torch finds no CUDA GPU on this machine{build}: train with --accelerator "
+            "cpu (or auto), or on a machine with a GPU."
+        )
+        raise CLIError(msg)
+    count = torch.cuda.device_count()
+    wanted = devices if isinstance(devices, list) else None
+    if isinstance(devices, int) and devices > count:
+        msg = f"--devices {devices} asks for {devices} GPUs but this machine has {count}: pass --devices {count} or -1 (all)."
+        raise CLIError(msg)
+    if wanted is not None and any(i < 0 or i >= count for i in wanted):
+        msg = (
+            f"--devices {','.join(map(str, wanted))} names GPUs this machine lacks (it has {count}, numbered 0 to "
+            f"{count - 1}): pass indices below {count}."
+        )
+        raise CLIError(msg)
+
+
+#: ``--offload`` -> the ``offload`` argument of :class:`musegnn_sc.model.MuSeGNN`.
+_OFFLOAD = {"auto": "auto", "yes": True, "no": False}
+#: The library's warnings about an ``offload``/``offload_dir`` that was not used; the command line says it itself.
+_OFFLOAD_IGNORED = r"`offload(=True|_dir)` is ignored"
+
+
+def _offload_options(args) -> dict[str, Any]:
+    """``offload``/``offload_dir`` keywords of ``--offload``/``--offload-dir``; a bad directory is a :class:`CLIError`."""
+    options: dict[str, Any] = {}
+    if args.offload is not None:
+        options["offload"] = _OFFLOAD[args.offload]
+    if args.offload_dir is not None:
+        if args.offload == "no":
+            msg = (
+                "--offload-dir is where offloaded decoders go, and --offload no keeps them in memory: drop one of them."
+            )
+            raise CLIError(msg)
+        folder = Path(args.offload_dir)
+        if not folder.exists():
+            msg = (
+                f"--offload-dir {str(folder)!r} does not exist: create it (the decoders' temporary file goes there), "
+                "or pass an existing directory."
+            )
+            raise CLIError(msg)
+        if not folder.is_dir():
+            msg = f"--offload-dir {str(folder)!r} is a file: pass a directory."
+            raise CLIError(msg)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            msg = f"--offload-dir {str(folder)!r} is not writable: pass a directory you can write to."
+            raise CLIError(msg)
+        options["offload_dir"] = folder
+    return options
+
+
+def _offload_unused(args, model) -> None:
+    """Say when ``--offload yes`` or ``--offload-dir`` had no effect (the library's warning names Python arguments)."""
+    if model.module.offloaded:
+        return
+    if args.offload == "yes":
+        warnings.warn(
+            "--offload yes is ignored: the inner-product decoders have two parameters per dataset, nothing to offload.",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif args.offload_dir is not None:
+        warnings.warn(
+            f"--offload-dir {args.offload_dir!r} was not used: the decoders fit in memory, where --offload auto keeps "
+            "them; pass --offload yes to put them in that directory anyway.",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+@contextlib.contextmanager
+def _held_log() -> Iterator[None]:
+    """Hold the package logger's messages back while a check may still fail; emit them once the block succeeds.
+
+    A failed check is then one line on stderr, even when the work before it (loading a reference model) logged.
+    """
+    import logging
+
+    from musegnn_sc._logging import logger
+
+    held: list[logging.LogRecord] = []
+
+    class _Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            held.append(record)
+
+    handlers = logger.handlers[:]
+    logger.handlers = [_Hold()]
+    try:
+        yield
+    finally:
+        logger.handlers = handlers
+    for record in held:
+        logger.handle(record)
+
+
 def _train(args) -> int:
     import musegnn_sc as msg
 
-    # outputs are checked against the inputs' paths before any input is read
+    # every input is checked before anything is read or logged; outputs against the inputs' paths first
     out, emb = _check_model_outputs(args, _input_paths(args.inputs))
     ckpt = None
     if args.checkpoint_dir is not None:
@@ -765,30 +1071,66 @@ def _train(args) -> int:
     elif args.resume:
         msg = "--resume continues from the checkpoints of an earlier run: pass its --checkpoint-dir."
         raise CLIError(msg)
+    offload = _offload_options(args)
+    _check_hardware(args.accelerator, args.devices)
+    sources = _plan_datasets(args.inputs)
 
-    files, datasets = _collect_datasets(args.inputs)
+    _, datasets = _read_datasets(sources)
     mdata = _as_mudata(datasets)
     options = {kw: getattr(args, dest) for dest, kw in _TRAIN_OPTIONS.items() if getattr(args, dest) is not None}
+    options.update(offload)
     if args.early_stopping:
         options["early_stopping"] = True
     if ckpt is not None:
         options.update(checkpoint_dir=ckpt, resume=args.resume)
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    with _lightning_logs(_verbosity(args) >= 3):
+    with _lightning_logs(_verbosity(args) >= 3), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_OFFLOAD_IGNORED)
         try:
             gdata, model = msg.tl.train_musegnn(
                 mdata, seed=args.seed, return_model=True, progress_bar=_verbosity(args) >= 2, **options
             )
-        except MisconfigurationException as err:  # e.g. --accelerator gpu without a GPU
+        except MisconfigurationException as err:  # hardware `_check_hardware` cannot see, e.g. a --strategy
             msg_ = f"Lightning refused the hardware options ({' '.join(str(err).split())}): check --accelerator, --devices and --strategy."
             raise CLIError(msg_) from None
+    _offload_unused(args, model)
     written = _save_model_outputs(args, model, gdata, out, emb, "Loss history")
     _print(args, f"Wrote {written} ({gdata.n_obs} gene embeddings from {len(datasets)} datasets)")
     return 0
 
 
 # ---------------------------------------------------------------------------------------------------- map
+def _check_query_names(sources: Sequence[_Source], reference: Sequence[str], where: Path) -> None:
+    """Query datasets named like a reference dataset: one line with the command-line way to rename them."""
+    taken = set(reference)
+    for src in sources:
+        for name in src.graphs:
+            if name not in taken:
+                continue
+            shown = ", ".join(map(repr, list(reference)[:6])) + (
+                f", ... ({len(reference)} in all)" if len(reference) > 6 else ""
+            )
+            new = f"{name}_query"
+            if src.entry is not None:
+                how = f"change its `name` in the collection file (e.g. `name: {new}`)"
+            elif src.kind == "h5mu":
+                how = (
+                    f"rename the modality in {str(src.file)!r}, or write it to an .h5ad file and list that in a "
+                    f"collection file with `name: {new}`"
+                )
+            else:
+                how = (
+                    f"list the file in a collection file (.yaml) with `path: {src.file}` and `name: {new}`, or rename "
+                    "the file (a dataset is named after its file)"
+                )
+            msg = (
+                f"query dataset {name!r} ({str(src.file)!r}) has the name of a dataset of the reference {str(where)!r} "
+                f"({shown}); names identify datasets in the combined model: {how}."
+            )
+            raise CLIError(msg)
+
+
 def _map(args) -> int:
     import musegnn_sc as msg
     from musegnn_sc.model._model import MODEL_FILE
@@ -802,14 +1144,18 @@ def _map(args) -> int:
         msg_ = f"--reference {str(reference)!r} holds no {MODEL_FILE}: pass the MODEL_DIR written by `{PROG} train`."
         raise CLIError(msg_)
     out, emb = _check_model_outputs(args, [reference, *_input_paths(args.inputs)])
+    offload = _offload_options(args)
+    sources = _plan_datasets(args.inputs)
+    with _held_log(), warnings.catch_warnings():  # loading an atlas logs where its decoders go
+        warnings.filterwarnings("ignore", message=_OFFLOAD_IGNORED)
+        model_ref = msg.model.MuSeGNN.load(reference, **offload)
+        _check_query_names(sources, [g.name for g in model_ref.graphs], reference)
 
-    model_ref = msg.model.MuSeGNN.load(reference)
-    _, datasets = _collect_datasets(args.inputs)
+    _, datasets = _read_datasets(sources)
     mdata = _as_mudata(datasets)
-    options = {}
-    if args.epochs is not None:
-        options["max_epochs"] = args.epochs
-    with _lightning_logs(_verbosity(args) >= 3):
+    options = {kw: getattr(args, dest) for dest, kw in _MAP_OPTIONS.items() if getattr(args, dest) is not None}
+    with _lightning_logs(_verbosity(args) >= 3), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_OFFLOAD_IGNORED)
         gdata, model = msg.tl.map_to_reference(
             mdata,
             model_ref,
@@ -820,6 +1166,7 @@ def _map(args) -> int:
             progress_bar=_verbosity(args) >= 2,
             **options,
         )
+    _offload_unused(args, model)
     written = _save_model_outputs(args, model, gdata, out, emb, "Loss history of the mapping")
     _print(
         args,
@@ -1098,6 +1445,47 @@ def _model_outputs(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _add_decoder_cost(g) -> None:
+    """``--reconstruction-fraction`` and ``--decoder-precision``: options of ``MuSeGNN.train`` (train and map)."""
+    d = _library_default
+    g.add_argument(
+        "--reconstruction-fraction",
+        type=_probability,
+        default=None,
+        metavar="F",
+        help="fraction of each graph's genes whose adjacency rows the reconstruction loss uses at a step, drawn anew "
+        "every step: an unbiased estimate of the full loss at that fraction of the decoder's cost; 1: every row, "
+        f"as the paper (default: {d('reconstruction_fraction')})",
+    )
+    g.add_argument(
+        "--decoder-precision",
+        choices=["auto", "float32", "bfloat16"],
+        default=None,
+        help="arithmetic of the decoders' gene x gene layers, the bulk of a step: bfloat16 products with float32 "
+        "accumulation, or float32; auto: bfloat16 where the hardware computes it natively (recent GPUs, CPUs with AMX "
+        f"or AVX-512 BF16), float32 elsewhere (default: {d('decoder_precision')})",
+    )
+
+
+def _add_offload(g, *, choices: list[str], default: Any, what: str = "the decoders") -> None:
+    """``--offload`` and ``--offload-dir`` (train and map)."""
+    g.add_argument(
+        "--offload",
+        choices=choices,
+        default=None,
+        help=f"keep {what} (3 x genes^2 weights per dataset) in a temporary file, with only the decoder of the step "
+        "in memory, for atlases of hundreds of datasets (same results); auto: when their training state would take "
+        f"more than half of the free memory (default: {'auto' if default == 'auto' else default})",
+    )
+    g.add_argument(
+        "--offload-dir",
+        default=None,
+        metavar="DIR",
+        help="existing directory of that temporary file, deleted when the command ends (default: the system's "
+        "temporary directory, TMPDIR); choose a local disk with room",
+    )
+
+
 def _add_train(sub) -> None:
     d = _library_default
     p = sub.add_parser(
@@ -1116,7 +1504,10 @@ def _add_train(sub) -> None:
             "      tissue: heart\n"
             "      species: human"
         ),
-        epilog=f"example:\n  {PROG} train graphs/*.h5ad -o model --embeddings genes.h5ad --epochs 300",
+        epilog=(
+            f"examples:\n  {PROG} train graphs/*.h5ad -o model --embeddings genes.h5ad --epochs 300\n"
+            f"  {PROG} train atlas.yaml -o model --offload yes --offload-dir /local/scratch   # hundreds of datasets"
+        ),
         formatter_class=_Formatter,
     )
     p.add_argument(
@@ -1203,6 +1594,7 @@ def _add_train(sub) -> None:
         action="store_true",
         help=f"stop when the loss has not improved for {d('early_stopping_patience')} epochs",
     )
+    _add_decoder_cost(g)
     g = p.add_argument_group("hardware and checkpoints")
     g.add_argument(
         "--accelerator",
@@ -1222,6 +1614,7 @@ def _add_train(sub) -> None:
         default=None,
         help=f"Lightning strategy, e.g. ddp for several GPUs (default: {d('strategy')})",
     )
+    _add_offload(g, choices=list(_OFFLOAD), default=d("offload"))
     g.add_argument(
         "--checkpoint-dir",
         default=None,
@@ -1284,6 +1677,14 @@ def _add_map(sub) -> None:
         "--query-only",
         action="store_true",
         help="write the query datasets' embeddings only (default: reference and query rows together)",
+    )
+    g = p.add_argument_group("cost of the decoders")
+    _add_decoder_cost(g)
+    _add_offload(
+        g,
+        choices=["auto", "yes"],
+        default=_map_default("offload"),
+        what="the decoders of the reference and of the combined model",
     )
     _common(p)
     p.set_defaults(func=_map)
