@@ -1824,4 +1824,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m musegnn_sc.cli`: run the imported module's `main`, so that errors raised as
+    # `musegnn_sc.cli.CLIError` elsewhere in the package are the class this `main` catches
+    from musegnn_sc.cli import main as _main
+
+    sys.exit(_main())
