@@ -44,7 +44,7 @@ class LossConfig:
     sim_reduction: Reduction = "mean"
     contrastive_anchors: ContrastiveAnchors = "all"
     symmetric_infonce: bool = False
-    lr_encoder: float = 1e-3
+    lr_encoder: float = 3e-3
     lr_decoder: float = 1e-3
     seed: int = 0
     reconstruction_fraction: float = 0.25
@@ -124,7 +124,7 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         return self.epoch_offset + self.current_epoch
 
     def configure_optimizers(self):
-        """Adam with the paper's two learning rates (encoders 1e-4, decoders 1e-3), no weight decay."""
+        """Adam at the encoder and decoder learning rates of :class:`LossConfig`, no weight decay."""
         return self._adam(
             [(self.module.encoder_parameters(), self.config.lr_encoder),
              (self.module.decoder_parameters(), self.config.lr_decoder)]
