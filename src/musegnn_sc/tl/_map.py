@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ _INHERITED = (
     "n_contrastive",
     "sim_reduction",
     "symmetric_infonce",
+    "reconstruction_fraction",
 )
 
 
@@ -112,7 +114,8 @@ def map_to_reference(
     reference = _as_reference(reference_model)
     names = resolve_mods(mdata_query, mods)
     if max_epochs is None:
-        max_epochs = max(len(reference.history_), int(reference.train_params_.get("max_epochs", 0))) or 300
+        default = inspect.signature(MuSeGNN.train).parameters["max_epochs"].default
+        max_epochs = max(len(reference.history_), int(reference.train_params_.get("max_epochs", 0))) or default
     inherited = {k: reference.train_params_[k] for k in _INHERITED if k in reference.train_params_}
     inherited = {k: v for k, v in inherited.items() if k not in train_kwargs}
     if inherited:
