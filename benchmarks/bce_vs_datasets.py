@@ -18,8 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 VARIANTS = {
     "default": {},
-    "paper": {"sim_reduction": "sum", "lambda_contrastive": 0.01, "contrastive_anchors": "different",
-              "lr_encoder": 1e-4, "reconstruction_fraction": 1.0, "decoder_precision": "float32"},  # fmt: skip
+    "paper": {
+        "sim_reduction": "sum",
+        "lambda_contrastive": 0.01,
+        "contrastive_anchors": "different",
+        "lr_encoder": 1e-4,
+        "reconstruction_fraction": 1.0,
+        "decoder_precision": "float32",
+    },  # fmt: skip
 }
 
 
