@@ -91,10 +91,55 @@ def test_save_and_load_an_offloaded_model(make_planted, tmp_path):
     model = MuSeGNN(_small(make_planted), offload=True, offload_dir=tmp_path)
     model.train(max_epochs=2, **FAST)
     model.save(tmp_path / "model")
+    assert _offload.resident_bytes(model.module.arena) == 0  # save read every decoder, then let the pages go
     for offload in (False, True):
         back = MuSeGNN.load(tmp_path / "model", offload=offload, offload_dir=tmp_path if offload else None)
         assert back.module.offloaded is offload
+        if offload:
+            assert _offload.resident_bytes(back.module.arena) == 0  # loading wrote every decoder, then let them go
         assert _same_weights(_weights(back), _weights(model))
+    assert _offload.resident_bytes(model.module.arena) > 0  # the comparison read them back in: the count sees pages
+
+
+class _MomentsInFile(pl.Callback):
+    """Whether, at each step, the offloaded decoders' Adam moments are the tensors of the moments' arena."""
+
+    def __init__(self):
+        self.owned = []
+
+    def on_train_batch_start(self, trainer, plan, batch, batch_idx):
+        state = plan._optimizer.state
+        self.owned.append(
+            all(
+                plan._moments.owns(state[p][k])
+                for p in plan.module.decoder_parameters()
+                if p in state
+                for k in ("exp_avg", "exp_avg_sq")
+            )
+        )
+
+
+def test_resuming_an_offloaded_model_puts_the_moments_back_in_the_file(make_planted, tmp_path):
+    mdata = _small(make_planted)
+    whole = MuSeGNN(mdata, offload=True, offload_dir=tmp_path)
+    whole.train(max_epochs=4, **FAST)
+    model = MuSeGNN(mdata, offload=True, offload_dir=tmp_path)
+    model.train(max_epochs=2, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=1, **FAST)
+    spy = _MomentsInFile()
+    model.train(max_epochs=4, checkpoint_dir=tmp_path / "ckpt", resume=True, callbacks=[spy], **FAST)
+    # the checkpoint's moments (restored in memory) were copied into the file before the first resumed step ...
+    assert spy.owned and all(spy.owned)
+    # ... with their values: the resumed run ends where the uninterrupted one does
+    pd.testing.assert_frame_equal(model.history, whole.history)
+    assert _same_weights(_weights(model), _weights(whole))
+
+
+def test_an_offloaded_model_does_not_train_on_a_device(make_planted, tmp_path):
+    model = MuSeGNN(_small(make_planted), offload=True, offload_dir=tmp_path)
+    before = _weights(model)
+    with pytest.raises(ValueError, match="offloaded to a file.*accelerator='cpu'.*offload=False"):
+        model.train(max_epochs=1, accelerator="gpu", **FAST)
+    assert _same_weights(_weights(model), before) and model.history.empty
 
 
 def test_auto_offloads_when_the_decoders_would_not_fit(make_planted, monkeypatch):

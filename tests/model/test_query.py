@@ -327,3 +327,22 @@ def _mods_mudata(mods):
     with md.set_options(pull_on_update=False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="var_names are not unique")
         return md.MuData(mods)
+
+
+def test_a_step_that_trains_nothing_has_a_zero_loss_on_a_trainable_parameter(data):
+    # what dataset-parallel ranks with fewer graphs run: the frozen reference's shared blocks cannot carry it
+    from musegnn_sc.model._distributed import EMPTY_STEP, RankSteps
+    from musegnn_sc.model._query import query_plan
+    from musegnn_sc.model._training import LossConfig
+
+    reference, query_md, _ = data
+    model = MuSeGNN.load_query_data(query_md, reference)
+    plan_cls, plan_kwargs, steps = query_plan(model)
+    plan = plan_cls(model.module, model._tensors, None, [], LossConfig(), [], steps=RankSteps(steps), **plan_kwargs)
+    loss = plan.training_step(torch.tensor(EMPTY_STEP), 0)
+    assert float(loss.detach()) == 0.0 and loss.requires_grad
+    loss.backward()
+    touched = [p for p in model.module.parameters() if p.grad is not None]
+    assert touched and all(p.requires_grad for p in touched)
+    assert all(float(p.grad.abs().sum()) == 0.0 for p in touched)
+    assert plan.step_used_blocks() is None  # reported to the other ranks as a step that used nothing

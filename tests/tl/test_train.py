@@ -200,6 +200,14 @@ def test_options_are_checked_before_anything_is_written(graphs_mudata):
         train_musegnn(mdata, offload="disk", max_epochs=1, **FAST)
     with pytest.raises(FileNotFoundError, match="`offload_dir`.*not a directory"):
         train_musegnn(mdata, offload=True, offload_dir="/nonexistent/musegnn", max_epochs=1, **FAST)
+    with pytest.raises(ValueError, match="`decoder_precision` must be 'auto' or 'float32' or 'bfloat16'"):
+        train_musegnn(mdata, decoder_precision="half", max_epochs=1, **FAST)
+    with pytest.raises(ValueError, match=r"`reconstruction_fraction` must be a number in \(0, 1\]"):
+        train_musegnn(mdata, reconstruction_fraction=1.5, max_epochs=1, **FAST)
+    with pytest.raises(ValueError, match="`checkpoint_dir` cannot be combined with `strategy='ddp'`"):
+        train_musegnn(mdata, strategy="ddp", checkpoint_dir="ckpt", max_epochs=1, **FAST)
+    with pytest.raises(ValueError, match="offloaded to a file.*accelerator='cpu'"):
+        train_musegnn(mdata, offload=True, accelerator="gpu", max_epochs=1, **FAST)
     assert _state(mdata) == before
 
 

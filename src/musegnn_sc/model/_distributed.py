@@ -87,27 +87,45 @@ class DatasetParallelStrategy(DDPStrategy):
                 dist.broadcast(p.data, src=0)
 
     def sync_gradients(self, plan: MuSeGNNTrainingPlan) -> None:
-        """Average the gradients of the shared blocks and of the encoders any rank used; scale the decoders'."""
+        """Average the gradients of the shared blocks and encoders any rank used; scale the decoders'; share NaNs.
+
+        Each rank sends which encoders and shared blocks its step used (none for an empty step or a step whose loss
+        was not finite: their zero losses only keep the ranks in step) and the graph of a non-finite loss. Only the
+        blocks some rank used are averaged; the others get no gradient on any rank, so Adam leaves them alone, as in
+        one process. A non-finite loss on any rank stops every rank after this step, together.
+        """
         module = plan.module
         world = self.world_size
-        used = [k for k, enc in enumerate(module.encoders) if any(p.grad is not None for p in enc.parameters())]
-        if len(used) > 2:
-            msg = f"A step used {len(used)} dataset-specific encoders; MuSe-GNN steps use at most 2 (internal error)."
-            raise RuntimeError(msg)
-        mine = torch.full((2,), -1, dtype=torch.long, device=plan.device)
-        mine[: len(used)] = torch.tensor(used, dtype=torch.long, device=plan.device)
+        step_used = plan.step_used_blocks()
+        n_shared = len(module.shared)
+        mine = torch.full((3 + n_shared,), -1, dtype=torch.long, device=plan.device)
+        if step_used is not None:
+            encoders, shared = step_used
+            mine[: len(encoders)] = torch.tensor(encoders, dtype=torch.long, device=plan.device)
+            for k in shared:
+                mine[3 + k] = 1
+        if plan.nan_graph is not None:
+            mine[2] = plan.nan_graph
         gathered = [torch.empty_like(mine) for _ in range(world)]
         dist.all_gather(gathered, mine)
-        union = sorted({int(k) for t in gathered for k in t.tolist() if k >= 0})
-        params = [p for k in union for p in module.encoders[k].parameters()]
-        params += list(module.shared.parameters())
-        params = [p for p in params if p.requires_grad]
-        if params:
-            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+        union = sorted({int(k) for t in gathered for k in t[:2].tolist() if k >= 0})
+        shared_union = sorted({k for t in gathered for k in range(n_shared) if int(t[3 + k]) > 0})
+        nan_graphs = [int(t[2]) for t in gathered if int(t[2]) >= 0]
+        if nan_graphs:
+            plan.stop_on_nan(nan_graphs[0])
+        reduced = [p for k in union for p in module.encoders[k].parameters()]
+        reduced += [p for k in shared_union for p in module.shared[k].parameters()]
+        reduced = [p for p in reduced if p.requires_grad]
+        keep = {id(p) for p in reduced}
+        for p in _replicated_parameters(module):
+            if id(p) not in keep:
+                p.grad = None  # no rank used it in this step (an empty step's zero loss may have touched it)
+        if reduced:
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in reduced])
             dist.all_reduce(flat)
             flat /= world
             offset = 0
-            for p in params:
+            for p in reduced:
                 n = p.numel()
                 p.grad = flat[offset : offset + n].view_as(p).clone()
                 offset += n

@@ -490,24 +490,10 @@ class MuSeGNN:
 
         check_train_kwargs(trainer_kwargs, caller="MuSeGNN.train")
         _check_train_numbers(locals())
-        if sim_reduction not in ("sum", "mean"):
-            msg = f"`sim_reduction` must be 'sum' or 'mean', got {sim_reduction!r}."
-            raise ValueError(msg)
-        if contrastive_anchors not in ("different", "all"):
-            msg = f"`contrastive_anchors` must be 'different' or 'all', got {contrastive_anchors!r}."
-            raise ValueError(msg)
         if max_epochs < 1:
             msg = f"`max_epochs` must be at least 1, got {max_epochs}."
             raise ValueError(msg)
-        if not 0 < reconstruction_fraction <= 1:
-            msg = f"`reconstruction_fraction` must be in (0, 1], got {reconstruction_fraction!r}."
-            raise ValueError(msg)
-        if decoder_precision not in ("auto", "float32", "bfloat16"):
-            msg = f"`decoder_precision` must be 'auto', 'float32' or 'bfloat16', got {decoder_precision!r}."
-            raise ValueError(msg)
-        if resume and checkpoint_dir is None:
-            msg = "`resume=True` needs the `checkpoint_dir` of the run to continue."
-            raise ValueError(msg)
+        check_train_choices(locals(), offloaded=self.module.offloaded)
         config = LossConfig(
             lambda_sim=float(lambda_sim),
             lambda_contrastive=float(lambda_contrastive),
@@ -836,30 +822,33 @@ class MuSeGNN:
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "graphs": [_graph_payload(g) for g in self.graphs],
         }
-        if self.query_ is not None:
-            payload["query"] = dict(self.query_)
-        payload["checksum"] = _checksum(payload)
-        if path.exists():
-            # only model.pt is replaced, by a rename within the directory: the user's other files stay
-            fd, name = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", suffix=".tmp", dir=path)
-            os.close(fd)
-            tmp_file = Path(name)
-            try:
-                _save_durably(payload, tmp_file)
-                os.replace(tmp_file, path / MODEL_FILE)
-                _fsync_directory(path)
-            finally:
-                tmp_file.unlink(missing_ok=True)
-            return
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: a model directory is as readable as any other
-            _save_durably(payload, tmp / MODEL_FILE)
-            os.replace(tmp, path)
-            _fsync_directory(path.parent)
+            if self.query_ is not None:
+                payload["query"] = dict(self.query_)
+            payload["checksum"] = _checksum(payload)
+            if path.exists():
+                # only model.pt is replaced, by a rename within the directory: the user's other files stay
+                fd, name = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", suffix=".tmp", dir=path)
+                os.close(fd)
+                tmp_file = Path(name)
+                try:
+                    _save_durably(payload, tmp_file)
+                    os.replace(tmp_file, path / MODEL_FILE)
+                    _fsync_directory(path)
+                finally:
+                    tmp_file.unlink(missing_ok=True)
+                return
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+            try:
+                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: a model directory is as readable as any other
+                _save_durably(payload, tmp / MODEL_FILE)
+                os.replace(tmp, path)
+                _fsync_directory(path.parent)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            self.module.release_offloaded()  # the checksum and the write read every offloaded decoder page in
 
     @classmethod
     def load(
@@ -945,6 +934,7 @@ class MuSeGNN:
                 graphs, payload["setup_args"], payload["init_params"], offload=offload, offload_dir=offload_dir
             )
             model.module.load_state_dict(payload["state_dict"])
+            model.module.release_offloaded()  # the copy read every decoder page in
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             msg = (
@@ -1151,6 +1141,66 @@ def _check_train_numbers(options: dict[str, Any]) -> None:
         if not math.isfinite(value) or value < low or (value == low and not inclusive):
             msg = f"`{name}` must be {'at least' if inclusive else 'greater than'} {low}, got {value!r}."
             raise ValueError(msg)
+
+
+def check_train_choices(options: dict[str, Any], *, offloaded: bool) -> None:
+    """The options of :meth:`MuSeGNN.train` that take named values, and the combinations it refuses.
+
+    ``options`` holds any of the method's arguments (absent ones take their defaults); ``offloaded``: whether the
+    model's decoders are (or will be) offloaded. Checked before anything runs or is written.
+    """
+    import inspect
+    import numbers
+
+    defaults = {k: v.default for k, v in inspect.signature(MuSeGNN.train).parameters.items()}
+    opt = {**defaults, **{k: v for k, v in options.items() if k in defaults}}
+    for name, allowed in (
+        ("sim_reduction", ("sum", "mean")),
+        ("contrastive_anchors", ("different", "all")),
+        ("decoder_precision", ("auto", "float32", "bfloat16")),
+    ):
+        if opt[name] not in allowed:
+            msg = f"`{name}` must be {' or '.join(map(repr, allowed))}, got {opt[name]!r}."
+            raise ValueError(msg)
+    fraction = opt["reconstruction_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction <= 1:
+        msg = f"`reconstruction_fraction` must be a number in (0, 1], got {fraction!r}."
+        raise ValueError(msg)
+    if opt["resume"] and opt["checkpoint_dir"] is None:
+        msg = "`resume=True` needs the `checkpoint_dir` of the run to continue."
+        raise ValueError(msg)
+    from ._distributed import DatasetParallelStrategy, dataset_parallel
+
+    if opt["checkpoint_dir"] is not None and isinstance(dataset_parallel(opt["strategy"]), DatasetParallelStrategy):
+        msg = (
+            f"`checkpoint_dir` cannot be combined with `strategy={opt['strategy']!r}`: under dataset-parallel training "
+            "each process holds the decoders it trains, and a checkpoint written by one process would lack the others'. "
+            "Train without `checkpoint_dir` (the model is complete when training ends, or after an interrupt), or in "
+            "one process."
+        )
+        raise ValueError(msg)
+    if offloaded and _accelerator_is_device(opt["accelerator"]):
+        msg = (
+            f"The decoders are offloaded to a file on this machine, which a device cannot use "
+            f"(`accelerator={opt['accelerator']!r}`). Train on the CPU (`accelerator='cpu'`), or build the model with "
+            "`offload=False` to train on the device."
+        )
+        raise ValueError(msg)
+
+
+def _accelerator_is_device(accelerator: Any) -> bool:
+    """Whether Lightning's ``accelerator`` argument would train on a GPU or another device than the CPU."""
+    import torch
+
+    if isinstance(accelerator, str):
+        name = accelerator.lower()
+        if name == "cpu":
+            return False
+        if name == "auto":
+            mps = getattr(torch.backends, "mps", None)
+            return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
+        return True
+    return type(accelerator).__name__ != "CPUAccelerator"
 
 
 def check_train_kwargs(kwargs: dict[str, Any], *, caller: str) -> None:

@@ -410,6 +410,11 @@ class MuSeGNNModule(nn.Module):
         """Whether the decoders live in a file-backed arena."""
         return self.arena is not None
 
+    def release_offloaded(self) -> None:
+        """Offloaded decoders: drop their pages from memory (after a whole-model read or write, as save and load do)."""
+        if self.arena is not None:
+            self.arena.release(self.decoder_parameters())
+
     def __getstate__(self):
         if self.arena is not None:
             msg = (

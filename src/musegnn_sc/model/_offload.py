@@ -18,6 +18,7 @@ collected or the process ends, even after a crash, and no stray file is left beh
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import shutil
@@ -63,7 +64,7 @@ class FileArena:
             raise OSError(msg)
         fd, name = tempfile.mkstemp(prefix="musegnn-offload-", suffix=".bin", dir=folder)
         try:
-            os.ftruncate(fd, self.nbytes)  # a sparse file: blocks are allocated when first written
+            _reserve(fd, self.nbytes, folder, what)
             self._map = mmap.mmap(fd, self.nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
@@ -107,8 +108,10 @@ class FileArena:
         if span is None or not dst.is_contiguous() or dst.shape != src.shape:
             msg = "FileArena.write takes a contiguous tensor of this arena and a source of its shape (internal error)."
             raise ValueError(msg)
-        data = src.detach().to("cpu", torch.float32).contiguous().numpy()
-        os.pwrite(self._fd, memoryview(data).cast("B"), dst.data_ptr() - self._base)
+        data = memoryview(src.detach().to("cpu", torch.float32).contiguous().numpy()).cast("B")
+        offset, done = dst.data_ptr() - self._base, 0
+        while done < len(data):  # pwrite may write less than asked (at most about 2 GB per call on Linux)
+            done += os.pwrite(self._fd, data[done:], offset + done)
 
     def __del__(self):
         fd = getattr(self, "_fd", None)
@@ -136,6 +139,28 @@ class FileArena:
     def owns(self, t: torch.Tensor) -> bool:
         """Whether ``t`` lies in this arena."""
         return self._span(t) is not None
+
+
+def _reserve(fd: int, nbytes: int, folder: Path, what: str) -> None:
+    """Give the file ``nbytes`` of allocated disk now: a full disk is an error here, not a crash in training.
+
+    Pages of a memory-mapped file whose disk blocks cannot be allocated when first written kill the process
+    (``SIGBUS``); ``posix_fallocate`` allocates them up front. Where the file system cannot (``EOPNOTSUPP``), the
+    file is only sized, as a sparse file.
+    """
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            os.ftruncate(fd, nbytes)
+            return
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            msg = (
+                f"Offloading the {what} needs {nbytes / 1e9:.1f} GB of disk in {folder}, which does not have it "
+                f"({err.strerror}). Pass `offload_dir=` a folder on a larger disk."
+            )
+            raise OSError(err.errno, msg) from None
+        raise
 
 
 def _address(buffer: mmap.mmap) -> int:

@@ -30,7 +30,9 @@ def native_bfloat16(device: torch.device) -> bool:
     float32 there (and on every CPU whose flags cannot be read).
     """
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        # compute capability 8 (Ampere) and later multiply bfloat16 in hardware; `is_bf16_supported()` also says
+        # yes where bfloat16 is only emulated (Volta, Turing) and looks at the current device, not this one
+        return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         return any(flag in _cpu_flags() for flag in _NATIVE_BF16_FLAGS)
     return False

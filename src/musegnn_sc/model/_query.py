@@ -145,6 +145,9 @@ def load_query_data(cls, mdata_query: MuData, reference, *, freeze: bool = True,
                  offload_dir=arena.directory if arena is not None else None)  # fmt: skip
     state = {k: v.detach().cpu() for k, v in ref.module.state_dict().items()}
     result = model.module.load_state_dict(state, strict=False)
+    del state
+    ref.module.release_offloaded()  # the copy read the reference's decoders in, and wrote the combined model's
+    model.module.release_offloaded()
     n_ref = len(ref.graphs)
     if result.unexpected_keys or any(not _is_query_key(k, n_ref, len(ref_groups)) for k in result.missing_keys):
         msg = "The reference's weights do not fit the combined model (internal error); please report it."

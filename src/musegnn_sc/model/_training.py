@@ -97,6 +97,9 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         self.history: list[dict[str, float]] = list(history or [])
         self.epoch_offset = len(self.history)
         self.nan_event: tuple[int, int] | None = None
+        #: graph of this step's non-finite loss (``None``: finite), and whether the step trained a graph at all
+        self.nan_graph: int | None = None
+        self._real_step = False
         self._device_graphs: dict[int, GraphTensors] = {}
         self._sums = torch.zeros(len(LOSS_TERMS) + 1)
         self._snapshot: dict[str, torch.Tensor] | None = None
@@ -106,6 +109,7 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         self._snapshot_arena: FileArena | None = None
         self._moments: FileArena | None = None
         self._optimizer: torch.optim.Optimizer | None = None
+        self._moment_slots: dict[torch.nn.Parameter, tuple[torch.Tensor, torch.Tensor]] = {}
         self._stepped: list[torch.nn.Parameter] = []
 
     # state carried in checkpoints and across ddp_spawn (it travels inside the state dict)
@@ -155,7 +159,28 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
                     "exp_avg": self._moments.tensor(p.shape),
                     "exp_avg_sq": self._moments.tensor(p.shape),
                 }
+                self._moment_slots[p] = (optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"])
         return optimizer
+
+    def _moments_back_to_file(self) -> None:
+        """Put the offloaded decoders' Adam moments that a resumed checkpoint restored in memory back into the file.
+
+        Loading a checkpoint replaces the optimiser's state by in-memory tensors; copied into their file-backed slots,
+        the moments are resident again only while their dataset trains.
+        """
+        if self._optimizer is None or self._moments is None:
+            return
+        state = self._optimizer.state
+        for p, slots in self._moment_slots.items():
+            st = state.get(p)
+            if not st:
+                continue
+            for key, slot in zip(("exp_avg", "exp_avg_sq"), slots, strict=True):
+                loaded = st.get(key)
+                if loaded is not None and loaded is not slot:
+                    self._moments.write(slot, loaded)
+                    st[key] = slot
+            self._moments.release(slots)
 
     def _graph(self, i: int) -> GraphTensors:
         g = self._device_graphs.get(i)
@@ -233,19 +258,18 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int):
         """One optimiser step on graph ``batch``."""
         i = int(batch)
+        self.nan_graph, self._real_step = None, False
         if i == EMPTY_STEP:
             # a rank with fewer graphs than the others: a zero loss keeps it in the ranks' collective calls
-            return sum((p * 0.0).sum() for p in self.module.shared.parameters())
+            return self._zero_loss()
         terms = self.step_losses(i, self.global_epoch)
         loss = terms["loss"]
         if not torch.isfinite(loss):
-            if self.nan_event is None:
-                self.nan_event = (self.global_epoch, i)
-            self.trainer.should_stop = True
+            self.nan_graph = i
+            self.stop_on_nan(i)
             # A zero loss keeps DDP ranks in step (they all run a backward pass); the weights are restored afterwards.
-            m = self.module
-            own = [*m.encoders[i].parameters(), *m.shared[m._group_idx[i]].parameters(), *m.decoders[i].parameters()]
-            return sum((p * 0.0).sum() for p in own)
+            return self._zero_loss()
+        self._real_step = True
         vals = torch.stack([terms[k].detach() for k in LOSS_TERMS]).cpu()
         self._sums[: len(LOSS_TERMS)] += vals
         self._sums[-1] += 1
@@ -257,6 +281,43 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
             batch_size=1,
         )
         return loss
+
+    def _zero_loss(self) -> torch.Tensor:
+        """A zero loss with a graph: the backward pass of a step that trains nothing (empty or non-finite steps).
+
+        Built on a trainable encoder or shared parameter (a frozen query model's shared blocks have no gradient),
+        never on an offloaded decoder, whose pages it would read in.
+        """
+        m = self.module
+        for p in (*m.encoders.parameters(), *m.shared.parameters(), *m.decoder_parameters()):
+            if p.requires_grad:
+                return (p.reshape(-1)[:1] * 0.0).sum()
+        msg = "MuSeGNN: no parameter of the model is trainable (internal error)."
+        raise RuntimeError(msg)
+
+    def stop_on_nan(self, graph: int) -> None:
+        """Record the first non-finite loss and stop training after this step (weights restored at the end)."""
+        if self.nan_event is None:
+            self.nan_event = (self.global_epoch, int(graph))
+        self.trainer.should_stop = True
+
+    def step_used_blocks(self) -> tuple[list[int], list[int]] | None:
+        """Encoders and shared blocks this step's loss used (those with gradients).
+
+        ``None`` for a step that trained nothing (an empty or non-finite step, whose zero loss only keeps the ranks in
+        step).
+        """
+        if not self._real_step:
+            return None
+        m = self.module
+        encoders = [k for k, enc in enumerate(m.encoders) if any(p.grad is not None for p in enc.parameters())]
+        if len(encoders) > 2:
+            msg = (
+                f"A step used {len(encoders)} dataset-specific encoders; MuSe-GNN steps use at most 2 (internal error)."
+            )
+            raise RuntimeError(msg)
+        shared = [k for k, blk in enumerate(m.shared) if any(p.grad is not None for p in blk.parameters())]
+        return encoders, shared
 
     def _take_snapshot(self) -> None:
         """Keep the current weights with the number of history rows they belong to.
@@ -342,6 +403,7 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
     def on_train_start(self) -> None:
         """Keep the starting weights, resolve ``decoder_precision='auto'``, flush denormals (see :mod:`._denormals`)."""
         self.config.decoder_precision = resolve_decoder_precision(self.config.decoder_precision, self.device)
+        self._moments_back_to_file()  # a resumed checkpoint's moments (restored before this hook) go to the file
         self._take_snapshot()
         if self.device.type == "cpu":
             set_flush_denormal_all_threads(True)
@@ -396,6 +458,9 @@ class MuSeGNNTrainingPlan(pl.LightningModule):
         self._snapshot_slots = {}
         self._snapshot_arena = None
         self._moments = None
+        self._moment_slots = {}
+        if self._optimizer is not None:
+            self._optimizer.state.clear()  # the moments' arena (an unlinked file) is freed with its last tensor
         self._optimizer = None
         self._stepped = []
 

@@ -189,7 +189,14 @@ def train_musegnn(
     >>> gdata = model.get_gene_embeddings()
     """
     from musegnn_sc._validate import resolve_mods
-    from musegnn_sc.model._model import SETUP_KEY, MuSeGNN, _check_mudata, _check_train_numbers, check_train_kwargs
+    from musegnn_sc.model._model import (
+        SETUP_KEY,
+        MuSeGNN,
+        _check_mudata,
+        _check_train_numbers,
+        check_train_choices,
+        check_train_kwargs,
+    )
     from musegnn_sc.pp import build_coexpression_graphs
 
     # ---- arguments: nothing is computed or written before they all pass
@@ -214,6 +221,7 @@ def train_musegnn(
         msg = f"`features` must be 'graph' or 'expression', got {features!r}."
         raise ValueError(msg)
     check_train_kwargs(train_kwargs, caller="msg.tl.train_musegnn")
+    check_train_choices(train_kwargs, offloaded=offload is True)
     _check_train_numbers({**({} if max_epochs is None else {"max_epochs": max_epochs}), "seed": seed, **train_kwargs})
     for option, value, allowed in (
         ("share_by", share_by, ("omics", "omics_tissue")),
