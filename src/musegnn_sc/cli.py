@@ -1505,7 +1505,7 @@ def _add_train(sub) -> None:
             "      species: human"
         ),
         epilog=(
-            f"examples:\n  {PROG} train graphs/*.h5ad -o model --embeddings genes.h5ad --epochs 300\n"
+            f"examples:\n  {PROG} train graphs/*.h5ad -o model --embeddings genes.h5ad --epochs 150\n"
             f"  {PROG} train atlas.yaml -o model --offload yes --offload-dir /local/scratch   # hundreds of datasets"
         ),
         formatter_class=_Formatter,

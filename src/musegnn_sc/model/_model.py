@@ -447,10 +447,11 @@ class MuSeGNN:
             as every row on real data (see the design notes) in about two thirds of the time per step.
         decoder_precision
             Arithmetic of the decoders' two ``n_genes x n_genes`` layers, the bulk of a training step. ``'bfloat16'``:
-            bfloat16 products with float32 accumulation (inputs, first layer, logits and loss stay float32).
+            bfloat16 products with float32 accumulation (inputs and first layer stay float32; the logits of the last
+            bfloat16 layer are converted to float32 for the loss).
             ``'float32'``: float32 throughout. ``'auto'``: bfloat16 where the hardware computes it natively (a CUDA
-            GPU that supports it; a CPU with AMX or AVX-512 BF16 instructions), float32 elsewhere; the choice is
-            logged and kept in ``train_params_``. Encoders, attention and embeddings are float32 in every case.
+            GPU of compute capability 8 or later; a CPU with AMX or AVX-512 BF16 instructions), float32 elsewhere; the
+            choice is kept in ``train_params_['decoder_precision']``. Encoders, attention and embeddings are float32 in every case.
         early_stopping
             Stop when the epoch's mean total loss has not improved by ``early_stopping_min_delta`` for
             ``early_stopping_patience`` epochs.
@@ -458,8 +459,11 @@ class MuSeGNN:
             See ``early_stopping``.
         accelerator, devices, strategy
             Passed to :class:`lightning.pytorch.Trainer`: ``accelerator='gpu', devices=4, strategy='ddp'`` trains on 4
-            GPUs (``'ddp'`` and ``'ddp_spawn'`` are run with ``find_unused_parameters=True``, since a step uses the
-            layers of two datasets only). The graphs of an epoch are split between processes.
+            GPUs. ``'ddp'``, ``'ddp_spawn'``, ``'ddp_fork'`` and ``'ddp_notebook'`` run MuSe-GNN's dataset-parallel
+            strategy: the graphs of an epoch are dealt out to the processes, each decoder is trained and kept by one
+            process, and only the shared blocks' and the used encoders' gradients are averaged at each step (see the
+            scale page of the documentation). It cannot be combined with ``checkpoint_dir``; an offloaded model trains
+            on the CPU only.
         seed
             Seed of every random draw of training (partners, InfoNCE anchors and neighbours). The same seed gives the
             same embeddings on the CPU.

@@ -302,7 +302,8 @@ class MLPEdgeDecoder(nn.Module):
 
         ``rows``: the source genes whose rows of ``z z^T`` are decoded (the MLP acts on each row alone, so these are
         exactly those rows of the full output). ``dtype``: compute dtype of the two ``n x n`` layers (``torch.bfloat16``
-        runs them in bfloat16 with float32 accumulation; the first layer, the input and the logits stay float32).
+        runs them in bfloat16 with float32 accumulation; the first layer and the input stay float32, and the logits,
+        computed by the last bfloat16 layer, are returned as float32 for the loss).
         """
         first = self.mlp[0]
         source = z if rows is None else z[rows]
