@@ -148,9 +148,13 @@ def _resolve_public_name(app, env, node, contnode):
 
 
 def _readme_links(app, relative_path, parent_docname, content):
-    """The README (included in the index) links ``benchmarks/README.md``: in the docs that page is ``benchmarks.md``."""
+    """The README (included in the index) links ``benchmarks/README.md`` and ``docs/*.md``, pages of the docs.
+
+    In the docs ``benchmarks/README.md`` is ``benchmarks.md``, and ``docs/scale.md`` is ``scale.md`` (the index is
+    in ``docs/``).
+    """
     if Path(relative_path).name == "README.md" and parent_docname == "index":
-        content[0] = content[0].replace("](benchmarks/README.md)", "](benchmarks.md)")
+        content[0] = content[0].replace("](benchmarks/README.md)", "](benchmarks.md)").replace("](docs/", "](")
 
 
 def setup(app):

@@ -126,8 +126,9 @@ def differential_coexpression(
     counts have unstable co-expression neighbourhoods and low similarity everywhere, and only the difference sets them
     apart from genes whose partners really change. With a single dataset per condition, split each one's cells at
     random into two pseudo-replicates before building graphs. On the Kang et al. (2018) control vs interferon-beta
-    PBMC data split this way (372 genes, 60 epochs, ``sim_reduction='mean'``), 8 of the 12 known
-    interferon-stimulated genes in the data rank in the top 50 (1.6 expected by chance). Train the embeddings for
+    PBMC data split this way (372 genes, 100 epochs, ``sim_reduction='mean'`` and the paper's InfoNCE below, the
+    other training options at their defaults), 9 of the 12 known interferon-stimulated genes in the data rank in the
+    top 50 (1.6 expected by chance). Train the embeddings for
     this analysis with the paper's contrastive loss (``contrastive_anchors='different', lambda_contrastive=0.01``):
     the default InfoNCE over shared genes pulls each gene onto its copy in the other datasets, conditions included,
     and flattens the differences ranked here (on Kang, ISG AUROC 0.57 instead of 0.71). Without any within-condition
