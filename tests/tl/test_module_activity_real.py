@@ -123,11 +123,12 @@ def test_kang_interferon_module_from_musegnn(shared_data):
 
     1,500 cells of each condition, 300 genes per CS-CORE graph, every training default (150 epochs, seed 0), Leiden
     modules of the dataset-gene embeddings. Interferon-stimulated genes: the MSigDB hallmark interferon alpha and
-    gamma response sets (about 9% of the graphs' genes). Measured: the module holding the most of them has 22
-    genes, 9 of them hallmark ISGs; its eigengene separates stimulated from control cells (AUC 0.94, mean
-    difference 1.2 SD); 6 of its 10 top hubs by kME are hallmark ISGs (CXCL10, IFITM3, CXCL11, TNFSF10, ISG15,
-    RSAD2). Other training seeds or settings at this size can split the response over two modules (at 100 epochs
-    and ``lr_encoder=1e-3`` the module holding most ISGs has 72 genes); seed 0 is fixed.
+    gamma response sets (about 9% of the graphs' genes); the interferon module is the one most enriched in them among
+    the modules holding at least 5. Measured with 2 torch threads: 21-22 genes, 9 of them hallmark ISGs; its
+    eigengene separates stimulated from control cells (AUC 0.94, mean difference 1.2 SD); 6 of its 10 top hubs by
+    kME are hallmark ISGs (CXCL10, IFITM3, CXCL11, TNFSF10, ISG15, RSAD2). With 1 thread (CPU training is not
+    bit-reproducible across thread counts): 18 genes, 7 ISGs, AUC 0.91, while a 75-gene module led by ribosomal
+    genes holds 10 ISGs, which is why the module is chosen by enrichment and not by count. Seed 0 is fixed.
     """
     hallmark = shared_data / HALLMARK
     if not hallmark.exists():
@@ -147,10 +148,14 @@ def test_kang_interferon_module_from_musegnn(shared_data):
 
     genes = gdata.obs.assign(gene=gdata.obs["gene"].astype(str))
     background = genes["gene"].drop_duplicates().isin(isgs).mean()
-    held = genes.groupby("leiden", observed=True)["gene"].agg(lambda g: len(set(g) & isgs))
-    isg_module = str(held.idxmax())
-    members = set(genes.loc[genes["leiden"] == isg_module, "gene"])
+    by_module = genes.groupby("leiden", observed=True)["gene"]
+    held = by_module.agg(lambda g: len(set(g) & isgs))
+    fraction = held / by_module.agg(lambda g: len(set(g)))
+    # the interferon module: the most enriched in ISGs among the modules holding at least 5 (a large module can hold
+    # as many ISGs without being about them: ribosomal genes and some ISGs share one at one torch thread)
     assert held.max() >= 5, held.sort_values().tail()
+    isg_module = str(fraction[held >= 5].idxmax())
+    members = set(genes.loc[genes["leiden"] == isg_module, "gene"])
     assert len(members & isgs) / len(members) > 3 * background, (sorted(members), background)
 
     cells = _concat(parts)
