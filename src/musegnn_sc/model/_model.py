@@ -451,7 +451,8 @@ class MuSeGNN:
             bfloat16 layer are converted to float32 for the loss).
             ``'float32'``: float32 throughout. ``'auto'``: bfloat16 where the hardware computes it natively (a CUDA
             GPU of compute capability 8 or later; a CPU with AMX or AVX-512 BF16 instructions), float32 elsewhere; the
-            choice is kept in ``train_params_['decoder_precision']``. Encoders, attention and embeddings are float32 in every case.
+            choice is kept in ``train_params_['decoder_precision']``. Encoders, attention and embeddings are float32
+            in every case.
         early_stopping
             Stop when the epoch's mean total loss has not improved by ``early_stopping_min_delta`` for
             ``early_stopping_patience`` epochs.
@@ -493,10 +494,7 @@ class MuSeGNN:
         from ._training import LossConfig, MuSeGNNTrainingPlan, collate_single
 
         check_train_kwargs(trainer_kwargs, caller="MuSeGNN.train")
-        _check_train_numbers(locals())
-        if max_epochs < 1:
-            msg = f"`max_epochs` must be at least 1, got {max_epochs}."
-            raise ValueError(msg)
+        _check_train_numbers(locals())  # max_epochs >= 1 among them
         check_train_choices(locals(), offloaded=self.module.offloaded)
         config = LossConfig(
             lambda_sim=float(lambda_sim),
