@@ -28,17 +28,21 @@ AUTHORS = (143.0, 17.4)  # the authors' CS-CORE code on the 2-core build machine
 
 
 def _device(device: str, *, allow_cpu: bool):
-    """torch and the device, or None when there is no usable CUDA device (``allow_cpu``: a CPU dry run of the script)."""
+    """torch and the device, or the reason there is none (``allow_cpu``: a CPU dry run of the script).
+
+    The device is checked by :func:`musegnn_sc.pp._cscore.resolve_device`, as the package's ``device=`` options are.
+    """
+    from musegnn_sc.pp._cscore import resolve_device
+
     try:
+        dev = resolve_device(device, option="--device", default="--device cpu --allow-cpu (a dry run)")
+    except ValueError as err:
+        return str(err).rstrip(".")
+    if dev.type == "cuda" or (dev.type == "cpu" and allow_cpu):
         import torch
-    except ImportError:
-        return None
-    dev = torch.device(device)
-    if dev.type == "cpu" and allow_cpu:
+
         return torch, dev
-    if dev.type != "cuda" or not torch.cuda.is_available():
-        return None
-    return torch, dev
+    return f"--device {device} is not a CUDA device"
 
 
 class _Gpu:
@@ -71,11 +75,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     found = _device(args.device, allow_cpu=args.allow_cpu)
-    if found is None:
-        print(
-            f"gpu_check: needs a CUDA device ({args.device!r}): torch is not installed or torch.cuda.is_available() "
-            "is False. Nothing measured."
-        )
+    if isinstance(found, str):
+        print(f"gpu_check: needs a CUDA device: {found}. Nothing measured.")
         return 0
     torch, dev = found
     gpu = _Gpu(torch, dev)

@@ -260,7 +260,7 @@ def test_mudata_device_and_unusable_device(toy, monkeypatch):
     with pytest.raises(ValueError, match="`device='cuda'` but CUDA is not available.*device=None"):
         msg.pp.build_coexpression_graphs(toy, mods=names, n_top_genes=80, device="cuda")
     with pytest.raises(ValueError, match="`device='cuda:1'` but CUDA is not available"):
-        msg.pp.build_coexpression_graph(toy.mod[names[0]], n_top_genes=80, device="cuda:1", copy=True)
+        msg.pp.build_coexpression_graph(toy.mod[names[0]], n_top_genes=80, device="cuda:1")
     for name in toy.mod:
         assert KEYS.connectivities not in toy.mod[name].varp
 

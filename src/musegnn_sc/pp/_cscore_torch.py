@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ._cscore import _MEAN, _OLS  # the IRLS steps, shared with the numba path
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
 _DEVICE_ROWS = 8192
 
 _F64 = torch.float64
-_OLS, _MEAN, _VAR = 0, 1, 2  # the steps of musegnn_sc.pp._cscore
 
 
 def _tensor(a: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -188,6 +188,7 @@ def _compute_graph(
 ) -> _GraphResult:
     """Validate one dataset and compute its graph, without writing anything."""
     check_shape(adata, what=what)
+    device = resolve_device(device)  # before the passes over the counts (a backed file may be large)
     X = get_matrix(adata, layer)
     check_counts(X, layer=layer)
     check_unique_var_names(adata, what=what)
@@ -206,7 +207,6 @@ def _compute_graph(
         raise ValueError(msg)
     if selection in ("sparkx", "moran"):
         check_spatial(adata, spatial_key, what=what)
-    device = resolve_device(device)
 
     depth = row_sums(X, chunk_size)
     keep = nonzero_cells(depth, what=what)
