@@ -362,6 +362,10 @@ def _bad_inputs(p: dict, tmp: Path) -> dict:
         ),
         "same file twice": (["train", graph, graph, "-o", str(tmp / "m")], "given twice"),
         "resume without dir": (["train", graph, "-o", str(tmp / "m"), "--resume"], "--checkpoint-dir"),
+        "checkpoints with ddp": (
+            ["train", *two, "-o", str(tmp / "m"), "--strategy", "ddp", "--checkpoint-dir", str(tmp / "ck")],
+            "--checkpoint-dir cannot be combined with --strategy 'ddp'",
+        ),
         "unknown key": (["train", str(unknown_key), "-o", str(tmp / "m")], "unknown key(s) tisue"),
         "no path": (["train", str(no_path), "-o", str(tmp / "m")], "has no `path`"),
         "broken yaml": (["train", str(broken), "-o", str(tmp / "m")], "does not parse"),
@@ -398,6 +402,7 @@ BAD = [
     "offload no with a dir",
     "map: offload dir missing",
     "same file twice",
+    "checkpoints with ddp",
     "resume without dir",
     "unknown key",
     "no path",
@@ -749,6 +754,10 @@ def test_help_shows_the_library_defaults_of_the_new_options():
     for verb in ("train", "map"):
         helps = {a.dest: a.help for a in verbs[verb]._actions}
         for dest in ("reconstruction_fraction", "decoder_precision"):
+            if verb == "map" and dest == "reconstruction_fraction":
+                # map_to_reference reuses the reference's fraction (tl._map._INHERITED), not the library default
+                assert "(default: the reference's)" in helps[dest]
+                continue
             assert f"(default: {default(MuSeGNN.train, dest)})" in helps[dest], (verb, dest)
     train_help = {a.dest: a.help for a in verbs["train"]._actions}
     assert f"(default: {default(msg.tl.train_musegnn, 'offload')})" in train_help["offload"]

@@ -753,11 +753,6 @@ def _read_datasets(sources: Sequence[_Source]) -> tuple[list[Path], dict[str, An
     return [src.file for src in sources], datasets
 
 
-def _collect_datasets(paths: Sequence[str]) -> tuple[list[Path], dict[str, Any]]:
-    """The input files and one AnnData per dataset (name -> AnnData): :func:`_plan_datasets`, then the reading."""
-    return _read_datasets(_plan_datasets(paths))
-
-
 def _graph_only(adata):
     """What training reads of a dataset: genes, graph, node features, descriptors; no cells (counts stay on disk)."""
     import anndata
@@ -978,6 +973,22 @@ _OFFLOAD = {"auto": "auto", "yes": True, "no": False}
 _OFFLOAD_IGNORED = r"`offload(=True|_dir)` is ignored"
 
 
+def _check_combinations(options: dict[str, Any]) -> None:
+    """The option combinations training refuses (``check_train_choices``), as a :class:`CLIError` with the flags."""
+    from musegnn_sc.model._model import check_train_choices
+
+    train_options = {k: v for k, v in options.items() if k not in ("offload", "offload_dir")}
+    try:
+        check_train_choices(train_options, offloaded=options.get("offload") is True)
+    except ValueError as err:
+        flags = {"`checkpoint_dir`": "--checkpoint-dir", "`strategy=": "--strategy ", "`accelerator='cpu'`": "--accelerator cpu",
+                 "`accelerator=": "--accelerator ", "`offload=False`": "--offload no"}  # fmt: skip
+        text = str(err)
+        for name, flag in flags.items():
+            text = text.replace(name, flag)
+        raise CLIError(text.replace("`", "")) from None
+
+
 def _offload_options(args) -> dict[str, Any]:
     """``offload``/``offload_dir`` keywords of ``--offload``/``--offload-dir``; a bad directory is a :class:`CLIError`."""
     options: dict[str, Any] = {}
@@ -1073,16 +1084,17 @@ def _train(args) -> int:
         raise CLIError(msg)
     offload = _offload_options(args)
     _check_hardware(args.accelerator, args.devices)
-    sources = _plan_datasets(args.inputs)
-
-    _, datasets = _read_datasets(sources)
-    mdata = _as_mudata(datasets)
     options = {kw: getattr(args, dest) for dest, kw in _TRAIN_OPTIONS.items() if getattr(args, dest) is not None}
     options.update(offload)
     if args.early_stopping:
         options["early_stopping"] = True
     if ckpt is not None:
         options.update(checkpoint_dir=ckpt, resume=args.resume)
+    _check_combinations(options)
+    sources = _plan_datasets(args.inputs)
+
+    _, datasets = _read_datasets(sources)
+    mdata = _as_mudata(datasets)
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     with _lightning_logs(_verbosity(args) >= 3), warnings.catch_warnings():
@@ -1445,8 +1457,11 @@ def _model_outputs(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _add_decoder_cost(g) -> None:
-    """``--reconstruction-fraction`` and ``--decoder-precision``: options of ``MuSeGNN.train`` (train and map)."""
+def _add_decoder_cost(g, *, inherited: bool = False) -> None:
+    """``--reconstruction-fraction`` and ``--decoder-precision``: options of ``MuSeGNN.train`` (train and map).
+
+    ``inherited``: the map verb, whose reconstruction fraction defaults to the reference's.
+    """
     d = _library_default
     g.add_argument(
         "--reconstruction-fraction",
@@ -1455,7 +1470,7 @@ def _add_decoder_cost(g) -> None:
         metavar="F",
         help="fraction of each graph's genes whose adjacency rows the reconstruction loss uses at a step, drawn anew "
         "every step: an unbiased estimate of the full loss at that fraction of the decoder's cost; 1: every row, "
-        f"as the paper (default: {d('reconstruction_fraction')})",
+        "as the paper (default: " + ("the reference's" if inherited else str(d("reconstruction_fraction"))) + ")",
     )
     g.add_argument(
         "--decoder-precision",
@@ -1475,7 +1490,7 @@ def _add_offload(g, *, choices: list[str], default: Any, what: str = "the decode
         default=None,
         help=f"keep {what} (3 x genes^2 weights per dataset) in a temporary file, with only the decoder of the step "
         "in memory, for atlases of hundreds of datasets (same results); auto: when their training state would take "
-        f"more than half of the free memory (default: {'auto' if default == 'auto' else default})",
+        f"more than half of the free memory (default: {default})",
     )
     g.add_argument(
         "--offload-dir",
@@ -1679,7 +1694,7 @@ def _add_map(sub) -> None:
         help="write the query datasets' embeddings only (default: reference and query rows together)",
     )
     g = p.add_argument_group("cost of the decoders")
-    _add_decoder_cost(g)
+    _add_decoder_cost(g, inherited=True)
     _add_offload(
         g,
         choices=["auto", "yes"],

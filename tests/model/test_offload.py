@@ -183,3 +183,14 @@ def test_arena_writes_through_the_file_without_mapping_the_pages(tmp_path):
     assert torch.equal(small, torch.zeros(10))  # the neighbour is untouched
     with pytest.raises(ValueError, match="contiguous tensor of this arena"):
         arena.write(torch.zeros(300, 300), src)
+
+
+def test_auto_accelerator_trains_an_offloaded_model_on_the_cpu(make_planted, tmp_path, monkeypatch):
+    from musegnn_sc.model import _model
+
+    monkeypatch.setattr(_model, "_accelerator_is_device", lambda accelerator: True)  # as on a machine with a GPU
+    model = MuSeGNN(_small(make_planted), offload=True, offload_dir=tmp_path)
+    model.train(max_epochs=1, accelerator="auto", **FAST)  # 'auto' is the CPU for decoders kept in a host file
+    assert len(model.history) == 1 and model.module.offloaded
+    with pytest.raises(ValueError, match="offloaded to a file"):
+        model.train(max_epochs=1, accelerator="cuda", **FAST)

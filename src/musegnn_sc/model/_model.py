@@ -463,8 +463,8 @@ class MuSeGNN:
             GPUs. ``'ddp'``, ``'ddp_spawn'``, ``'ddp_fork'`` and ``'ddp_notebook'`` run MuSe-GNN's dataset-parallel
             strategy: the graphs of an epoch are dealt out to the processes, each decoder is trained and kept by one
             process, and only the shared blocks' and the used encoders' gradients are averaged at each step (see the
-            scale page of the documentation). It cannot be combined with ``checkpoint_dir``; an offloaded model trains
-            on the CPU only.
+            scale page of the documentation). It cannot be combined with ``checkpoint_dir``. An offloaded model trains
+            on the CPU only (``accelerator='auto'`` picks the CPU for it; a device is refused).
         seed
             Seed of every random draw of training (partners, InfoNCE anchors and neighbours). The same seed gives the
             same embeddings on the CPU.
@@ -557,6 +557,10 @@ class MuSeGNN:
                         UserWarning,
                         stacklevel=2,
                     )
+        if self.module.offloaded and accelerator == "auto" and _accelerator_is_device("auto"):
+            logg.logger.info("    offloaded decoders live in a file of this machine: training on the CPU")
+        if self.module.offloaded and accelerator == "auto":
+            accelerator = "cpu"  # the decoders' file is host memory; 'auto' would pick a GPU where there is one
         loader = DataLoader(steps, batch_size=1, shuffle=False, collate_fn=collate_single)
         kwargs = {
             "max_epochs": max_epochs,
@@ -1181,7 +1185,7 @@ def check_train_choices(options: dict[str, Any], *, offloaded: bool) -> None:
             "one process."
         )
         raise ValueError(msg)
-    if offloaded and _accelerator_is_device(opt["accelerator"]):
+    if offloaded and opt["accelerator"] != "auto" and _accelerator_is_device(opt["accelerator"]):
         msg = (
             f"The decoders are offloaded to a file on this machine, which a device cannot use "
             f"(`accelerator={opt['accelerator']!r}`). Train on the CPU (`accelerator='cpu'`), or build the model with "

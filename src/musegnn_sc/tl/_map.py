@@ -50,8 +50,9 @@ def map_to_reference(
     Builds the co-expression graph of each query modality that has none (:func:`musegnn_sc.pp.build_coexpression_graph`
     with its defaults updated by ``graph_kwargs``), makes the combined model with
     :meth:`musegnn_sc.model.MuSeGNN.load_query_data` (new dataset layers and decoders for the query, the reference
-    frozen by default), trains it on the query datasets and returns the gene embeddings. The loss weights and
-    learning rates of the reference's training are reused unless given in ``train_kwargs``. The reference model is
+    frozen by default), trains it on the query datasets and returns the gene embeddings. The loss weights,
+    learning rates, InfoNCE options and reconstruction fraction of the reference's training are reused unless given in
+    ``train_kwargs``. The reference model is
     not modified.
 
     Parameters
