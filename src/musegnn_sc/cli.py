@@ -277,6 +277,13 @@ def _write_h5ad_atomic(adata, path: Path) -> None:
         adata.write_h5ad(tmp)
 
 
+def _unreadable(path, err: BaseException, *, as_kind: str | None = None) -> CLIError:
+    """The one-line error for an input file that could not be read (truncated, not HDF5, not the expected kind)."""
+    detail = " ".join(str(err).split())[:200]
+    kind = f" as {as_kind}" if as_kind else ""
+    return CLIError(f"cannot read {str(path)!r}{kind} ({type(err).__name__}: {detail}): is it complete?")
+
+
 def _read(path: Path, kind: str, *, backed: bool = False):
     """Read a checked ``.h5ad``/``.h5mu`` file; a file that does not parse is a :class:`CLIError`.
 
@@ -291,9 +298,7 @@ def _read(path: Path, kind: str, *, backed: bool = False):
                 return mudata.read_h5mu(path)
         return anndata.read_h5ad(path, backed="r" if backed else None)
     except (OSError, KeyError, ValueError, TypeError) as err:
-        detail = " ".join(str(err).split())[:200]
-        msg = f"cannot read {str(path)!r} as {_HDF5_KINDS[kind]} ({type(err).__name__}: {detail}): is it complete?"
-        raise CLIError(msg) from None
+        raise _unreadable(path, err, as_kind=_HDF5_KINDS[kind]) from None
 
 
 # ---------------------------------------------------------------------------------------------------- collections
@@ -563,9 +568,7 @@ def _check_graph_inputs(src: Path, kind: str, args) -> None:
         with h5py.File(src, "r") as f:
             _check_datasets_have(f, kind, src, args, spatial)
     except (OSError, KeyError, ValueError) as err:
-        detail = " ".join(str(err).split())[:200]
-        msg = f"cannot read {str(src)!r} ({type(err).__name__}: {detail}): is it complete?"
-        raise CLIError(msg) from None
+        raise _unreadable(src, err) from None
 
 
 def _check_datasets_have(f, kind: str, src: Path, args, spatial: bool) -> None:
@@ -680,9 +683,7 @@ def _stored_graphs(file: Path, kind: str, key: str = "coexpression") -> dict[str
                     continue
                 out[name] = {field: _h5_text(uns.get(field)) or "unknown" for field in _DESCRIPTORS}
     except (OSError, KeyError, ValueError) as err:
-        detail = " ".join(str(err).split())[:200]
-        msg = f"cannot read {str(file)!r} ({type(err).__name__}: {detail}): is it complete?"
-        raise CLIError(msg) from None
+        raise _unreadable(file, err) from None
     return out
 
 
